@@ -1,0 +1,3 @@
+from getdiff.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""The one configuration schema (workflow/schemas/*.schema.yaml), read by Snakemake and the CLI.
+
+``load_config`` validates a config file and injects the schema's defaults, so a rule and a
+command run by hand see the same values. Errors name the offending key as a dotted path.
+"""
+
+from __future__ import annotations
+
+import math
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from getdiff.errors import ConfigError
+
+DATA_DIR = Path(__file__).parent / "data"
+CONFIG_SCHEMA = DATA_DIR / "config.schema.yaml"
+CELL_TYPES_SCHEMA = DATA_DIR / "cell_types.schema.yaml"
+
+
+def _read_schema(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _inject_defaults(instance: Any, schema: dict[str, Any]) -> None:
+    """Fill in ``default`` values of object properties, recursively (like snakemake's validate)."""
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = deepcopy(sub["default"])
+        if key in instance:
+            _inject_defaults(instance[key], sub)
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Return a copy of ``config`` validated against the schema, with defaults filled in."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys to values at the top level")
+    schema = _read_schema(CONFIG_SCHEMA)
+    resolved = deepcopy(config)
+    _inject_defaults(resolved, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        key = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise ConfigError(f"{source}: key '{key}': {first.message}")
+    return resolved
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file, validate it and fill in defaults."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return validate_config(config or {}, source=str(path))
+
+
+def load_cell_types(path: str | Path) -> pd.DataFrame:
+    """Read and validate the cell-type sheet; one row per cell type, indexed by ``cell_type``."""
+    try:
+        sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#", skip_blank_lines=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: cell-type sheet not found") from None
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{path}: cell-type sheet is empty") from None
+    schema = _read_schema(CELL_TYPES_SCHEMA)
+    validator = jsonschema.Draft202012Validator(schema)
+    rows = []
+    for i, raw in enumerate(sheet.to_dict("records")):
+        row: dict[str, Any] = {
+            k: v for k, v in raw.items() if not (isinstance(v, float) and math.isnan(v))
+        }
+        if row.get("counts_column") is not None:
+            try:
+                row["counts_column"] = int(row["counts_column"])
+            except ValueError:
+                raise ConfigError(
+                    f"{path}: line {i + 2}: counts_column must be an integer column number, "
+                    f"got {row['counts_column']!r}"
+                ) from None
+        _inject_defaults(row, schema)
+        for error in validator.iter_errors(row):
+            key = ".".join(str(p) for p in error.absolute_path) or "(row)"
+            raise ConfigError(f"{path}: line {i + 2}: column '{key}': {error.message}")
+        if row["counts_file"] is not None and row["counts_column"] is not None:
+            raise ConfigError(
+                f"{path}: line {i + 2}: give counts_file or counts_column, not both"
+            )
+        rows.append(row)
+    if not rows:
+        raise ConfigError(f"{path}: cell-type sheet has no rows")
+    table = pd.DataFrame(rows, columns=list(schema["properties"]))
+    duplicated = table["cell_type"][table["cell_type"].duplicated()]
+    if len(duplicated):
+        raise ConfigError(f"{path}: cell type {duplicated.iloc[0]!r} is listed twice")
+    return table.set_index("cell_type", drop=False)
+
+
+def train_groups(config: dict[str, Any], cell_types: list[str]) -> dict[str, list[str]]:
+    """Model name -> cell types trained together (default: one model 'all' over every cell type)."""
+    groups = config["train"]["groups"] or {"all": list(cell_types)}
+    for name, members in groups.items():
+        unknown = sorted(set(members) - set(cell_types))
+        if unknown:
+            raise ConfigError(
+                f"key 'train.groups.{name}': unknown cell type(s) {unknown}; known: {cell_types}"
+            )
+    return groups
