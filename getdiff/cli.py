@@ -14,25 +14,27 @@ import sys
 from getdiff import __version__
 from getdiff.errors import GetdiffError
 
-# Modules that contribute sub-commands, in the order they appear in --help.
-STAGE_MODULES = ("demo", "prepare", "train", "evaluate", "impute")
+# Sub-command -> module that registers it, in the order they appear in --help.
+COMMANDS = {
+    "demo-data": "demo",
+    "prepare": "prepare",
+    "train": "train",
+    "evaluate": "evaluate",
+    "impute": "impute",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command`` only that stage's module is imported (torch is slow to load)."""
     parser = argparse.ArgumentParser(
         prog="getdiff",
         description="Peaks + motif scans -> region x motif tensors -> GETRegionDiffusion.",
     )
     parser.add_argument("--version", action="version", version=f"getdiff {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(f"getdiff.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"getdiff.{name}":
-                raise
-            continue  # stage not built yet
-        module.register_cli(subparsers)
+    names = [COMMANDS[command]] if command in COMMANDS else list(COMMANDS.values())
+    for name in names:
+        importlib.import_module(f"getdiff.{name}").register_cli(subparsers)
     return parser
 
 
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         args.func(args)
     except GetdiffError as err:

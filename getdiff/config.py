@@ -6,6 +6,8 @@ command run by hand see the same values. Errors name the offending key as a dott
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 from copy import deepcopy
 from pathlib import Path
@@ -94,13 +96,12 @@ def load_cell_types(path: str | Path) -> pd.DataFrame:
             key = ".".join(str(p) for p in error.absolute_path) or "(row)"
             raise ConfigError(f"{path}: line {i + 2}: column '{key}': {error.message}")
         if row["counts_file"] is not None and row["counts_column"] is not None:
-            raise ConfigError(
-                f"{path}: line {i + 2}: give counts_file or counts_column, not both"
-            )
+            raise ConfigError(f"{path}: line {i + 2}: give counts_file or counts_column, not both")
         rows.append(row)
     if not rows:
         raise ConfigError(f"{path}: cell-type sheet has no rows")
-    table = pd.DataFrame(rows, columns=list(schema["properties"]))
+    # object dtype keeps None as None and column numbers as ints.
+    table = pd.DataFrame(rows, columns=list(schema["properties"]), dtype=object)
     duplicated = table["cell_type"][table["cell_type"].duplicated()]
     if len(duplicated):
         raise ConfigError(f"{path}: cell type {duplicated.iloc[0]!r} is listed twice")
@@ -117,3 +118,35 @@ def train_groups(config: dict[str, Any], cell_types: list[str]) -> dict[str, lis
                 f"key 'train.groups.{name}': unknown cell type(s) {unknown}; known: {cell_types}"
             )
     return groups
+
+
+# Sections each stage does not read; leaving them out of a rule's config means editing, say,
+# evaluate: never makes Snakemake rerun prepare or train.
+UNUSED_SECTIONS = {
+    "prepare": ("model", "diffusion", "train", "evaluate", "impute"),
+    "train": ("evaluate", "impute"),
+    "evaluate": ("impute",),
+    "impute": ("evaluate",),
+}
+
+
+def stage_config_json(config: dict[str, Any], stage: str) -> str:
+    """The validated config minus the sections ``stage`` ignores, as compact JSON for a rule."""
+    resolved = validate_config(dict(config))
+    for section in UNUSED_SECTIONS.get(stage, ()):
+        resolved.pop(section, None)
+    return json.dumps(resolved, separators=(",", ":"), sort_keys=True)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` (by hand) or ``--config-json JSON`` (what the rules pass)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="FILE", help="workflow config YAML")
+    source.add_argument("--config-json", metavar="JSON", help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The validated config from ``--config`` or ``--config-json``."""
+    if getattr(args, "config_json", None):
+        return validate_config(json.loads(args.config_json), source="--config-json")
+    return load_config(args.config)

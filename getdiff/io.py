@@ -28,6 +28,12 @@ def open_text(path: str | Path) -> IO[str]:
     return open(path, encoding="utf-8", newline=None)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -42,6 +48,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -56,6 +64,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o777 & ~_umask())
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp_path, target)

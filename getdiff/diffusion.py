@@ -1,0 +1,208 @@
+"""The diffusion process of GETRegionDiffusion, apart from the network (which knows no betas).
+
+Shapes: ``x0`` and every sample are (B, R, F) float (B windows, R regions, F features);
+``mask`` is (B, R) bool, True = the region is hidden and must be predicted; ``t`` is (B,) long
+in [0, T). The network is any callable ``model(x, mask, t) -> x0 prediction (B, R, F)``.
+
+One formulation is used in training and at inference, so there is no train/inference mismatch:
+
+- Linear betas from ``beta_start`` to ``beta_end`` over ``num_timesteps`` (T) steps;
+  ``alphas_cumprod`` (abar) is computed in float64 and used as float32 on the data's device.
+- Masked rows enter the network as x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, one t per
+  sample; unmasked rows stay clean context. The network predicts x0 for every row and the loss
+  is the MSE over the masked rows only, averaged over all their values (rows x features).
+- Sampling starts masked rows from N(0, I) at t = T-1. ``one-step`` takes the network's x0
+  prediction there; ``ddim`` walks a respaced schedule of ``steps`` timesteps, using the
+  abar of the chosen timesteps (not single-step alphas), and returns the last x0 prediction.
+  ``eta`` > 0 adds DDIM's stochastic term. Several draws give a per-value mean and std.
+
+Masks: exactly ``num_masked(R, ratio)`` regions per sample (argsort of seeded uniform noise,
+drawn on the data's device); ``complementary_masks`` gives two masks that hide every region
+exactly once, for evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+SAMPLERS = ("one-step", "ddim")
+
+
+class GaussianDiffusion:
+    """Linear-beta Gaussian diffusion on masked rows: noising, training loss, samplers."""
+
+    def __init__(
+        self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+    ) -> None:
+        if num_timesteps < 1:
+            raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+        if not 0 < beta_start <= beta_end < 1:
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+        self.num_timesteps = num_timesteps
+        self.betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
+        self._device_cache: dict[torch.device, torch.Tensor] = {}
+
+    def _abar(self, t: torch.Tensor) -> torch.Tensor:
+        """abar_t as float32 on t's device, shaped (B, 1, 1) to broadcast over (B, R, F)."""
+        table = self._device_cache.get(t.device)
+        if table is None:
+            table = self.alphas_cumprod.to(device=t.device, dtype=torch.float32)
+            self._device_cache[t.device] = table
+        return table[t].view(-1, 1, 1)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, for every row of every sample."""
+        abar = self._abar(t)
+        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+
+    def training_loss(
+        self,
+        model: Model,
+        x0: torch.Tensor,
+        mask: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise the masked rows to step t, predict x0, return (masked MSE, prediction).
+
+        The loss is a float32 scalar: mean of squared errors over masked rows x all features.
+        Written as a weighted sum rather than boolean indexing so it needs no host sync.
+        """
+        rows = mask.unsqueeze(-1)
+        x_in = torch.where(rows, self.q_sample(x0, t, noise), x0)
+        pred = model(x_in, mask, t)
+        weight = rows.to(torch.float32)
+        squared = (pred.float() - x0.float()).square() * weight
+        count = weight.sum().clamp_min(1.0) * x0.shape[-1]
+        return squared.sum() / count, pred
+
+    def ddim_timesteps(self, steps: int) -> torch.Tensor:
+        """``steps`` timesteps, evenly spread and descending from T-1 to 0 (just T-1 if steps=1)."""
+        if not 1 <= steps <= self.num_timesteps:
+            raise ValueError(f"DDIM steps must be in [1, {self.num_timesteps}], got {steps}")
+        # Spacing >= 1 keeps the rounded values distinct.
+        return torch.linspace(self.num_timesteps - 1, 0, steps, dtype=torch.float64).round().long()
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        method: str = "one-step",
+        steps: int = 50,
+        eta: float = 0.0,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Impute the masked rows of ``x``; return (mean, std) over ``num_samples`` draws.
+
+        ``x`` holds the observed values (content of masked rows is ignored); unmasked rows come
+        back as observed with std 0. std uses Bessel's correction and is all zeros for one draw.
+        ``generator`` must live on ``x``'s device. The model is run in eval mode (dropout off)
+        and its previous mode restored.
+        """
+        if method not in SAMPLERS:
+            raise ValueError(f"unknown sampler {method!r}; choose one of {SAMPLERS}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        batch = x.shape[0]
+        # All draws in one batch: row s * B + b is draw s of window b.
+        xs = x.repeat(num_samples, 1, 1)
+        ms = mask.repeat(num_samples, 1)
+        rows = ms.unsqueeze(-1)
+        was_training = getattr(model, "training", False)
+        if hasattr(model, "eval"):
+            model.eval()
+        try:
+            x_t = torch.randn(xs.shape, generator=generator, device=xs.device, dtype=xs.dtype)
+            if method == "one-step":
+                t = torch.full((xs.shape[0],), self.num_timesteps - 1, device=xs.device)
+                x0_hat = model(torch.where(rows, x_t, xs), ms, t).to(xs.dtype)
+            else:
+                x0_hat = self._ddim_loop(model, xs, ms, x_t, steps, eta, generator)
+        finally:
+            if hasattr(model, "train"):
+                model.train(was_training)
+        draws = x0_hat.view(num_samples, batch, *x.shape[1:])
+        observed = mask.unsqueeze(-1)
+        mean = torch.where(observed, draws.mean(dim=0), x)
+        if num_samples == 1:
+            return mean, torch.zeros_like(mean)
+        return mean, torch.where(observed, draws.std(dim=0), 0.0)
+
+    def _ddim_loop(
+        self,
+        model: Model,
+        xs: torch.Tensor,
+        ms: torch.Tensor,
+        x_t: torch.Tensor,
+        steps: int,
+        eta: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """DDIM (Song et al. 2021, eq. 12) over the respaced timesteps; returns the last x0_hat."""
+        rows = ms.unsqueeze(-1)
+        timesteps = self.ddim_timesteps(steps).tolist()
+        abars = self.alphas_cumprod.tolist()
+        x0_hat = xs
+        for i, step in enumerate(timesteps):
+            t = torch.full((xs.shape[0],), step, device=xs.device, dtype=torch.long)
+            x0_hat = model(torch.where(rows, x_t, xs), ms, t).to(xs.dtype)
+            if i == len(timesteps) - 1:
+                break
+            abar_t, abar_prev = abars[step], abars[timesteps[i + 1]]
+            eps_hat = (x_t - math.sqrt(abar_t) * x0_hat) / math.sqrt(1.0 - abar_t)
+            sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
+            direction = math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0))
+            x_t = math.sqrt(abar_prev) * x0_hat + direction * eps_hat
+            if sigma > 0:
+                z = torch.randn(xs.shape, generator=generator, device=xs.device, dtype=xs.dtype)
+                x_t = x_t + sigma * z
+        return x0_hat
+
+
+def num_masked(num_regions: int, mask_ratio: float) -> int:
+    """Regions masked per sample: round(R * ratio), kept in [1, R] so the loss is defined."""
+    return min(max(round(num_regions * mask_ratio), 1), num_regions)
+
+
+def random_masks(
+    batch: int,
+    num_regions: int,
+    mask_ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """(B, R) bool with exactly ``num_masked(R, ratio)`` True per row, drawn on ``device``."""
+    noise = torch.rand(batch, num_regions, generator=generator, device=device)
+    hidden = noise.argsort(dim=1)[:, : num_masked(num_regions, mask_ratio)]
+    mask = torch.zeros(batch, num_regions, dtype=torch.bool, device=noise.device)
+    return mask.scatter_(1, hidden, True)
+
+
+def complementary_masks(
+    num_regions: int, mask_ratio: float = 0.5, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two (R,) bool masks, ``m`` and ``~m``: every region is masked in exactly one of them.
+
+    ``m`` hides ``num_masked(R, ratio)`` regions chosen by ``seed`` (same on every machine).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    mask = random_masks(1, num_regions, mask_ratio, generator=generator)[0]
+    return mask, ~mask
+
+
+def random_timesteps(
+    batch: int,
+    num_timesteps: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """(B,) long, uniform in [0, num_timesteps), one per sample, drawn on ``device``."""
+    return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)

@@ -1,0 +1,347 @@
+"""GETRegionDiffusion: a DiT (diffusion transformer) over genomic regions, in plain PyTorch.
+
+Contract
+--------
+``GETRegionDiffusion.forward(x, mask, t)``:
+
+- ``x``    (B, R, F) float: region x motif features (F = ``num_motif``, accessibility last). The
+  masked rows are taken as given: the diffusion module noises them before the call
+  (x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps), but clean rows are accepted too.
+- ``mask`` (B, R) bool: True = masked (noisy) row, to be predicted.
+- ``t``    (B,) long: diffusion timestep in [0, 1000), one per sample.
+- returns  (B, R, F) float: the x0 prediction for every row (the loss uses the masked rows).
+
+The network knows nothing about betas or samplers (``getdiff.diffusion`` does). R is free: there
+is no positional embedding (as in GET), so ``num_regions`` only records the window size the data
+and the masking use.
+
+Architecture (top to bottom, names are the state-dict keys)
+-----------------------------------------------------------
+- ``region_embed.embed``: Linear(F -> d). Masked rows get ``+ mask_token`` so the network can tell
+  noisy rows from clean context rows (GET replaced masked rows by the token; here the noisy row
+  carries information, so the token is added instead).
+- ``cls_token`` (1, 1, d) is prepended as in GET, so the imported pretrained encoder sees the
+  token layout it was trained on; the output drops it.
+- ``encoder.t_embedder``: sinusoidal(256: cos then sin, max period 10000) -> Linear(256, d), SiLU,
+  Linear(d, d) gives the conditioning vector c (B, d).
+- ``encoder.blocks.{i}``: DiT blocks with adaLN: ``adaLN_modulation`` = SiLU + Linear(d, 6d) of c
+  gives shift/scale/gate for attention and MLP; norm1/norm2 are LayerNorm without affine (eps 1e-6);
+  attention has qkv Linear without bias plus separate ``q_bias``/``v_bias`` (k unbiased, as GET);
+  MLP d -> 4d -> d with exact (erf) GELU, as GET was pretrained with (DiT used the tanh one).
+- ``encoder.norm``: LayerNorm (affine, eps 1e-6); ``head_mask``: Linear(d -> F).
+
+Dropout (``dropout``, 0.1 in the spec) is applied in training mode only, where timm-style ViT
+blocks apply ``drop``: after the attention projection, after the MLP activation and after fc2.
+Not on the attention probabilities (GET pretrained with attn_drop 0; DiT uses no dropout at all),
+which also keeps ``scaled_dot_product_attention`` on its fused kernels. ``eval()`` turns it off.
+
+Initialisation without a checkpoint follows DiT: xavier-uniform linears with zero bias, N(0, 0.02)
+timestep MLP, zero adaLN (each block starts as the identity) and N(0, 0.02) tokens. Unlike DiT,
+``head_mask`` is not zeroed: there is no final adaLN layer here and the target is x0, not noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from getdiff.errors import ConfigError, InputError
+from getdiff.io import atomic_path
+
+METADATA_CONFIG_KEY = "getdiff.model_config"
+METADATA_EXTRA_KEY = "getdiff.extra"
+LAYER_NORM_EPS = 1e-6
+
+
+@dataclass
+class ModelConfig:
+    """Network hyper-parameters; the defaults are the spec's Table 1 (``dit.yaml``)."""
+
+    num_regions: int = 900  # regions per window (masking uses it; the network accepts any R)
+    num_motif: int = 283  # features per region, accessibility last
+    embed_dim: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    mask_ratio: float = 0.5
+    frequency_dim: int = 256  # sinusoidal timestep features fed to the t_embedder MLP
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "spec": {},
+    "mid": {"embed_dim": 384, "num_layers": 6, "num_heads": 6},
+    "tiny": {"embed_dim": 64, "num_layers": 2, "num_heads": 4},
+}
+
+
+def make_config(preset: str = "spec", **overrides: Any) -> ModelConfig:
+    """The preset's ModelConfig with ``overrides`` applied; bad names raise ConfigError."""
+    if preset not in PRESETS:
+        raise ConfigError(f"model preset {preset!r} is unknown; choose one of {sorted(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
+    config = ModelConfig(**{**PRESETS[preset], **overrides})
+    if config.embed_dim % config.num_heads:
+        raise ConfigError(
+            f"model.embed_dim ({config.embed_dim}) must be divisible by "
+            f"model.num_heads ({config.num_heads})"
+        )
+    return config
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x (B, N, d) scaled and shifted per sample by (B, d) vectors."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class RegionEmbed(nn.Module):
+    """Linear embedding of each region's motif vector (GET's ``region_embed``)."""
+
+    def __init__(self, num_motif: int, embed_dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(num_motif, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x)
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar timesteps -> vectors: sinusoidal features, then a 2-layer SiLU MLP (as DiT)."""
+
+    def __init__(self, embed_dim: int, frequency_dim: int = 256) -> None:
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim)
+        )
+
+    @staticmethod
+    def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+        """(B,) timesteps -> (B, dim) features: cos of all frequencies, then sin (DiT's order)."""
+        half = dim // 2
+        freqs = torch.exp(
+            -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+        )
+        args = t.float().unsqueeze(1) * freqs.unsqueeze(0)
+        embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        if dim % 2:
+            embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
+        return embedding
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        features = self.timestep_embedding(t, self.frequency_dim)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with GET's bias layout: qkv bias = (q_bias, 0, v_bias)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        # Call the module (not F.linear on its weight) so that a LoRA wrapper on qkv is used.
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        qkv = self.qkv(x) + bias
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        # No dropout on the attention probabilities: GET pretrained without it, and it would force
+        # the (B, H, N, N)-materialising math kernel (on CPU it was half of a tiny training step).
+        x = F.scaled_dot_product_attention(q, k, v)
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class Mlp(nn.Module):
+    """fc1 -> exact GELU -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm transformer block whose norms are modulated (adaLN) and branches gated by c."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=LAYER_NORM_EPS)
+        self.attn = Attention(dim, num_heads, dropout)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=LAYER_NORM_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(
+            c
+        ).chunk(6, dim=-1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+class DiTEncoder(nn.Module):
+    """Timestep embedder + DiT blocks + final LayerNorm: tokens (B, N, d), t (B,) -> (B, N, d)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.embed_dim
+        self.t_embedder = TimestepEmbedder(d, config.frequency_dim)
+        self.blocks = nn.ModuleList(
+            DiTBlock(d, config.num_heads, config.mlp_ratio, config.dropout)
+            for _ in range(config.num_layers)
+        )
+        self.norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        c = self.t_embedder(t)
+        for block in self.blocks:
+            x = block(x, c)
+        return self.norm(x)
+
+
+class GETRegionDiffusion(nn.Module):
+    """Region embedding + [cls] + DiT encoder + per-region head predicting x0 (see module doc)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.embed_dim
+        self.region_embed = RegionEmbed(config.num_motif, d)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.encoder = DiTEncoder(config)
+        self.head_mask = nn.Linear(d, config.num_motif)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        def _basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(_basic_init)
+        nn.init.normal_(self.mask_token, std=0.02)
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.encoder.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.encoder.t_embedder.mlp[2].weight, std=0.02)
+        # Zero adaLN: every gate is 0, so each block starts as the identity (DiT's adaLN-Zero).
+        for block in self.encoder.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+
+    def embed_tokens(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, R, F), (B, R) -> (B, 1 + R, d): region embeddings (+ mask_token where masked)."""
+        tokens = self.region_embed(x) + mask.unsqueeze(-1).to(x.dtype) * self.mask_token
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.config.num_motif:
+            raise ValueError(f"x must be (B, R, {self.config.num_motif}); got {tuple(x.shape)}")
+        if mask.shape != x.shape[:2] or t.shape != x.shape[:1]:
+            raise ValueError(
+                f"mask must be {tuple(x.shape[:2])} and t {tuple(x.shape[:1])}; "
+                f"got {tuple(mask.shape)} and {tuple(t.shape)}"
+            )
+        tokens = self.encoder(self.embed_tokens(x, mask), t)
+        return self.head_mask(tokens[:, 1:])
+
+
+def build_model(preset: str = "spec", **overrides: Any) -> GETRegionDiffusion:
+    """A freshly initialised model from a named preset ("spec", "mid", "tiny") plus overrides."""
+    return GETRegionDiffusion(make_config(preset, **overrides))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def save_model(
+    model: GETRegionDiffusion, path: str | Path, extra_metadata: dict | None = None
+) -> None:
+    """Write the plain state dict to ``path`` (.safetensors) with the ModelConfig as metadata.
+
+    ``extra_metadata`` (JSON-serialisable) is stored beside it and returned by
+    :func:`model_metadata`; it must not use the key "config".
+    """
+    extra = dict(extra_metadata or {})
+    if "config" in extra:
+        raise ConfigError("extra_metadata must not contain the key 'config' (it is reserved)")
+    metadata = {
+        METADATA_CONFIG_KEY: json.dumps(dataclasses.asdict(model.config)),
+        METADATA_EXTRA_KEY: json.dumps(extra),
+    }
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def model_metadata(path: str | Path) -> dict:
+    """{"config": ModelConfig fields, **extra_metadata} of a file written by :func:`save_model`."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise InputError(path, f"not a readable .safetensors model file ({error})") from error
+    if METADATA_CONFIG_KEY not in metadata:
+        raise InputError(path, f"no {METADATA_CONFIG_KEY!r} metadata: not written by save_model")
+    return {
+        "config": json.loads(metadata[METADATA_CONFIG_KEY]),
+        **json.loads(metadata.get(METADATA_EXTRA_KEY, "{}")),
+    }
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> GETRegionDiffusion:
+    """Rebuild the model saved by :func:`save_model` (config from metadata, weights strict)."""
+    fields = model_metadata(path)["config"]
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InputError(path, f"model config has unknown fields {unknown}")
+    model = GETRegionDiffusion(ModelConfig(**fields))
+    state = load_file(str(path), device="cpu")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or mismatched:
+        raise InputError(
+            path,
+            f"weights do not match the stored config: missing {missing}, "
+            f"unexpected {unexpected}, shape-mismatched {mismatched}",
+        )
+    model.load_state_dict(state)
+    return model.to(device)

@@ -1,0 +1,279 @@
+"""Peak files -> one validated, filtered, sorted table of peaks with their counts.
+
+Input: a BED3+ / narrowPeak file (plain or gzip; ``track``/``browser``/``#`` lines and blank lines
+are skipped wherever they are; CRLF accepted; columns split on whitespace). Optional per-peak
+counts come from a 1-based column of the peak file or from a separate bedGraph-like file
+``chrom start end count`` matched by exact coordinates (peaks missing from it get count 0).
+
+Output (:func:`load_peaks`): a DataFrame with columns ``chrom`` (str), ``start``, ``end`` (int64,
+0-based half-open BED coordinates), ``name`` (str; ``chrom:start-end`` when the file has no name or
+``.``), ``counts`` (float64, NaN when the cell type has no counts) and ``line`` (1-based line of
+the peak in its file), restricted to the selected chromosomes, sorted by natural chromosome order
+(chr1, chr2, ..., chr10, ..., chrX), then start, then end. Every per-peak value moves with its
+coordinates. Also returns how many peaks were dropped, per reason.
+
+Errors are :class:`~getdiff.errors.InputError` naming the file, the line and what was expected:
+malformed lines, non-integer / negative coordinates, start >= end, duplicate peaks (same chrom,
+start and end), non-numeric / NaN / inf / negative counts, empty files. Unsorted input is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from getdiff.errors import InputError
+from getdiff.io import open_text
+
+DEFAULT_CHROMOSOMES: tuple[str, ...] = tuple(f"chr{i}" for i in range(1, 23)) + ("chrX",)
+HEADER_PATTERN = r"^(?:#|track\b|browser\b)"
+_INT_PATTERN = r"[+-]?\d+"
+
+
+def natural_chrom_key(chrom: str) -> tuple[int, int, str]:
+    """Sort key giving chr1 < chr2 < ... < chr10 < ... < chr22 < chrX < chrY < chrM < others."""
+    bare = chrom[3:] if chrom.lower().startswith("chr") else chrom
+    if bare.isdigit():
+        return (0, int(bare), "")
+    order = {"X": 1, "Y": 2, "M": 3, "MT": 3}
+    return (1, order.get(bare.upper(), 4), bare)
+
+
+def harmonise_chrom(chrom: str) -> str:
+    """The other naming convention of a chromosome: ``chr1`` <-> ``1``, ``chrM`` <-> ``MT``."""
+    if chrom.startswith("chr"):
+        bare = chrom[3:]
+        return "MT" if bare == "M" else bare
+    return "chrM" if chrom == "MT" else f"chr{chrom}"
+
+
+def genome_order(chrom: pd.Series, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Indices sorting rows by natural chromosome order, then start, then end (stable)."""
+    names = sorted(pd.unique(chrom), key=natural_chrom_key)
+    rank = pd.Categorical(chrom, categories=names).codes
+    return np.lexsort((end, start, rank))
+
+
+def _first_error(
+    path: str | Path, lines: np.ndarray, checks: Iterable[tuple[np.ndarray, str]]
+) -> None:
+    """Raise for the earliest line failing any check (mask True = bad) with that check's message."""
+    best: tuple[int, str] | None = None
+    for bad, message in checks:
+        hits = np.flatnonzero(bad)
+        if len(hits) and (best is None or lines[hits[0]] < best[0]):
+            best = (int(lines[hits[0]]), message)
+    if best is not None:
+        raise InputError(path, best[1], best[0])
+
+
+def read_bed_fields(path: str | Path, what: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Split a BED-like text file into string fields (columns 0..k) and its data lines' numbers.
+
+    Header lines (``#``, ``track``, ``browser``) and blank lines are skipped wherever they are.
+    """
+    with open_text(path) as handle:
+        text = handle.read()
+    lines = pd.Series(text.split("\n"), dtype="str")
+    keep = ~(lines.str.strip().eq("") | lines.str.contains(HEADER_PATTERN, regex=True))
+    numbers = np.flatnonzero(keep.to_numpy()) + 1
+    if len(numbers) == 0:
+        raise InputError(path, f"no {what} found: the file is empty or holds only header lines")
+    fields = lines[keep].str.split(expand=True)
+    fields.index = range(len(fields))
+    return fields, numbers
+
+
+def parse_coordinates(
+    path: str | Path, fields: pd.DataFrame, numbers: np.ndarray, columns: str
+) -> pd.DataFrame:
+    """Validate columns 0-2 as ``chrom start end`` and return them typed (chrom str, int64)."""
+    if fields.shape[1] < 3:
+        missing = np.ones(len(fields), dtype=bool)
+    else:
+        missing = fields[2].isna().to_numpy()
+    _first_error(path, numbers, [(missing, f"expected at least {columns}")])
+    checks = []
+    coords = {}
+    for col, label in ((1, "start"), (2, "end")):
+        text = fields[col]
+        bad = ~text.str.fullmatch(_INT_PATTERN).to_numpy(dtype=bool)
+        hits = np.flatnonzero(bad)
+        shown = repr(text.iloc[hits[0]]) if len(hits) else ""
+        checks.append((bad, f"{label} must be an integer, got {shown}"))
+        coords[label] = pd.to_numeric(text.where(~bad, "0")).to_numpy(dtype=np.int64)
+    start, end = coords["start"], coords["end"]
+    checks.append(((start < 0) | (end < 0), "coordinates must be >= 0 (0-based BED)"))
+    checks.append((start >= end, "start must be < end (0-based half-open BED)"))
+    _first_error(path, numbers, checks)
+    return pd.DataFrame({"chrom": fields[0].astype(str), "start": start, "end": end})
+
+
+def parse_count_values(
+    path: str | Path, text: pd.Series, numbers: np.ndarray, column: int
+) -> np.ndarray:
+    """Validate a column of counts: numeric, finite, >= 0 (float64)."""
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    hits = np.flatnonzero(bad)
+    shown = repr(text.iloc[hits[0]]) if len(hits) else ""
+    _first_error(
+        path,
+        numbers,
+        [
+            (bad, f"expected a finite number (count) in column {column}, got {shown}"),
+            (values < 0, f"count in column {column} must be >= 0"),
+        ],
+    )
+    return values
+
+
+def _check_duplicates(path: str | Path, table: pd.DataFrame) -> None:
+    dup = table.duplicated(["chrom", "start", "end"], keep="first").to_numpy()
+    if dup.any():
+        row = table.iloc[int(np.flatnonzero(dup)[0])]
+        same = table[
+            (table["chrom"] == row["chrom"])
+            & (table["start"] == row["start"])
+            & (table["end"] == row["end"])
+        ]
+        raise InputError(
+            path,
+            f"duplicate peak {row['chrom']}:{row['start']}-{row['end']} (same as line "
+            f"{int(same['line'].iloc[0])}); expected each peak once",
+            int(row["line"]),
+        )
+
+
+def read_bed_regions(path: str | Path) -> pd.DataFrame:
+    """Intervals of a BED3+ file in file order: chrom, start, end, line (duplicates allowed)."""
+    fields, numbers = read_bed_fields(path, "regions")
+    table = parse_coordinates(path, fields, numbers, "3 columns: chrom start end")
+    table["line"] = numbers
+    return table
+
+
+def read_peak_file(path: str | Path, counts_column: int | None = None) -> pd.DataFrame:
+    """Read and validate a peak file, in file order (see the module docstring for columns)."""
+    fields, numbers = read_bed_fields(path, "peaks")
+    table = parse_coordinates(path, fields, numbers, "3 columns: chrom start end")
+    if fields.shape[1] > 3:
+        names = fields[3].astype(object)
+        unnamed = names.isna() | names.eq(".")
+    else:
+        names = pd.Series([None] * len(table), dtype=object)
+        unnamed = pd.Series(True, index=table.index)
+    default = table["chrom"] + ":" + table["start"].astype(str) + "-" + table["end"].astype(str)
+    table["name"] = names.where(~unnamed, default).astype(str)
+    if counts_column is not None:
+        index = counts_column - 1
+        if fields.shape[1] <= index:
+            missing = np.ones(len(table), dtype=bool)
+        else:
+            missing = fields[index].isna().to_numpy()
+        _first_error(
+            path,
+            numbers,
+            [(missing, f"expected a count in column {counts_column} (counts_column)")],
+        )
+        table["counts"] = parse_count_values(path, fields[index], numbers, counts_column)
+    else:
+        table["counts"] = np.nan
+    table["line"] = numbers
+    _check_duplicates(path, table)
+    return table
+
+
+def read_counts_file(path: str | Path) -> pd.DataFrame:
+    """Read a ``chrom start end count`` file (columns chrom start end counts line)."""
+    fields, numbers = read_bed_fields(path, "counts")
+    missing = (
+        fields[3].isna().to_numpy() if fields.shape[1] > 3 else np.ones(len(fields), dtype=bool)
+    )
+    _first_error(path, numbers, [(missing, "expected 4 columns: chrom start end count")])
+    table = parse_coordinates(path, fields, numbers, "4 columns: chrom start end count")
+    table["counts"] = parse_count_values(path, fields[3], numbers, 4)
+    table["line"] = numbers
+    _check_duplicates(path, table)
+    return table
+
+
+def attach_counts(peaks: pd.DataFrame, counts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Set ``peaks.counts`` from a counts table by exact coordinates; missing peaks get 0.
+
+    Returns the updated peaks and how many peaks had no entry in the counts table.
+    """
+    merged = peaks.drop(columns="counts").merge(
+        counts[["chrom", "start", "end", "counts"]], on=["chrom", "start", "end"], how="left"
+    )
+    missing = int(merged["counts"].isna().sum())
+    merged["counts"] = merged["counts"].fillna(0.0)
+    return merged, missing
+
+
+def select_and_sort(
+    path: str | Path,
+    peaks: pd.DataFrame,
+    chromosomes: Sequence[str],
+    drop_zero_accessibility: bool,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Keep peaks on ``chromosomes`` (and with counts > 0 if asked), sorted in genome order."""
+    dropped: dict[str, int] = {}
+    on_selected = peaks["chrom"].isin(list(chromosomes)).to_numpy()
+    if not on_selected.any():
+        seen = sorted(pd.unique(peaks["chrom"]), key=natural_chrom_key)[:5]
+        hint = ""
+        if any(harmonise_chrom(c) in set(chromosomes) for c in seen):
+            hint = " (naming mismatch: the peaks use names without/with 'chr')"
+        raise InputError(
+            path,
+            f"no peak lies on the selected chromosomes {list(chromosomes)[:5]}...; the file has "
+            f"{seen}{hint}",
+        )
+    dropped["chromosome_not_selected"] = int((~on_selected).sum())
+    keep = on_selected
+    if drop_zero_accessibility and peaks["counts"].notna().all():
+        zero = (peaks["counts"] == 0).to_numpy()
+        dropped["zero_accessibility"] = int((zero & on_selected).sum())
+        keep = keep & ~zero
+    kept = peaks[keep]
+    order = genome_order(kept["chrom"], kept["start"].to_numpy(), kept["end"].to_numpy())
+    return kept.iloc[order].reset_index(drop=True), dropped
+
+
+def load_peaks(
+    path: str | Path,
+    *,
+    counts_column: int | None = None,
+    counts_file: str | Path | None = None,
+    chromosomes: Sequence[str] = DEFAULT_CHROMOSOMES,
+    drop_zero_accessibility: bool = True,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Read, validate, filter and sort one cell type's peaks -> (peaks, dropped per reason)."""
+    if counts_column is not None and counts_file is not None:
+        raise ValueError("give counts_column or counts_file, not both")
+    peaks = read_peak_file(path, counts_column=counts_column)
+    missing = 0
+    if counts_file is not None:
+        peaks, missing = attach_counts(peaks, read_counts_file(counts_file))
+    peaks, dropped = select_and_sort(path, peaks, chromosomes, drop_zero_accessibility)
+    if counts_file is not None:
+        dropped["missing_from_counts_file"] = missing
+    return peaks, dropped
+
+
+__all__ = [
+    "DEFAULT_CHROMOSOMES",
+    "attach_counts",
+    "genome_order",
+    "harmonise_chrom",
+    "load_peaks",
+    "natural_chrom_key",
+    "read_bed_regions",
+    "read_counts_file",
+    "read_peak_file",
+    "select_and_sort",
+]

@@ -1,0 +1,424 @@
+"""Region x feature tensors on disk: normalisation, window layout, Parquet writing and loading.
+
+The contract (columns, metadata keys, units) is written once in ``docs/DATA_CONTRACT.md``. In short:
+
+- ``regions.parquet``: one row per kept peak in genome order: ``chrom, start, end, name,
+  region_id`` then one float32 column per feature (the cluster names, then ``accessibility``).
+- ``windows_{split}.parquet``: the rows of the split's chromosomes (those holding at least one
+  window) once, in genome order: ``chrom, start, end, name, region_id, features`` where
+  ``features`` is a FixedSizeList<float32>[F]. The windows are in the metadata: window ``k`` is
+  rows ``window_starts[k] : window_starts[k] + window_size``, of which positions
+  ``>= score_from[k]`` are scored (the others were already scored by the previous window).
+- File-level metadata: JSON under the key ``getdiff`` (feature_names, cell_type, genome, split,
+  window_size, scaling, getdiff_version, ...).
+
+Normalisation (as GET): motif column c -> ``score / max_c`` over the cell type's kept peaks,
+clipped to [0, 1] (0 when the cluster has no hit). Accessibility -> ``aCPM = log10(counts /
+total * 1e5 + 1)`` divided by its max; the constant 1.0 when the cell type has no counts.
+:func:`to_raw_units` inverts both.
+
+Loading: :func:`load_window_set` returns a :class:`WindowSet` whose ``windows(index)`` gathers
+(n, window_size, F) float32 without Python loops; :func:`load_windows` gathers all windows at
+once (memory: n_windows x window_size x F x 4 bytes, e.g. 600 train windows ~ 0.6 GB at 900 x 283).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from getdiff.errors import InputError
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = b"getdiff"
+ACCESSIBILITY = "accessibility"
+CPM_SCALE = 1e5  # GET's "CPM" uses 1e5, not 1e6
+COORDINATE_COLUMNS = ["chrom", "start", "end", "name", "region_id"]
+REGIONS_FORMAT = "getdiff.regions/1"
+WINDOWS_FORMAT = "getdiff.windows/1"
+_REQUIRED = {
+    REGIONS_FORMAT: ("feature_names", "cell_type", "genome", "scaling", "getdiff_version"),
+    WINDOWS_FORMAT: (
+        "feature_names",
+        "cell_type",
+        "genome",
+        "split",
+        "window_size",
+        "scaling",
+        "getdiff_version",
+        "n_windows",
+        "window_starts",
+        "score_from",
+    ),
+}
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def normalise_motifs(scores: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Max-scale each column of (n, C) scores to [0, 1] -> (float32 values, per-column max)."""
+    maxima = scores.max(axis=0) if len(scores) else np.zeros(scores.shape[1], np.float32)
+    maxima = maxima.astype(np.float32)
+    safe = np.where(maxima > 0, maxima, np.float32(1))
+    values = np.clip(scores / safe, 0, 1).astype(np.float32)
+    return values, [float(m) for m in maxima]
+
+
+def normalise_accessibility(counts: np.ndarray | None, n: int) -> tuple[np.ndarray, dict]:
+    """Counts (n,) -> [0, 1] float32 via log10-CPM / max; None -> the constant 1.0."""
+    if counts is None:
+        return np.ones(n, np.float32), {"constant": True, "value": 1.0}
+    counts = np.asarray(counts, dtype=np.float64)
+    total = float(counts.sum())
+    acpm = np.log10(counts / total * CPM_SCALE + 1) if total > 0 else np.zeros_like(counts)
+    top = float(acpm.max()) if len(acpm) else 0.0
+    values = (acpm / top if top > 0 else acpm).astype(np.float32)
+    scaling = {
+        "constant": False,
+        "total_counts": total,
+        "max_log10_cpm": top,
+        "cpm_scale": CPM_SCALE,
+    }
+    return values, scaling
+
+
+def to_raw_units(values: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Invert the normalisation of (..., F) values: motif * max, accessibility -> counts (float64).
+
+    Values outside [0, 1] (e.g. model predictions) are mapped through the same formulas, unclipped.
+    """
+    scaling = meta["scaling"]
+    motif_max = np.asarray(scaling["motif_max"], dtype=np.float64)
+    n_features = len(motif_max) + 1
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape[-1] != n_features:
+        raise ValueError(f"expected {n_features} features in the last axis, got {values.shape[-1]}")
+    raw = np.empty_like(values)
+    raw[..., :-1] = values[..., :-1] * motif_max
+    acc = scaling[ACCESSIBILITY]
+    if acc["constant"]:
+        raw[..., -1] = acc["value"]
+    else:
+        acpm = values[..., -1] * acc["max_log10_cpm"]
+        raw[..., -1] = (10.0**acpm - 1) * acc["total_counts"] / acc["cpm_scale"]
+    return raw
+
+
+# --------------------------------------------------------------------------- window layout
+
+
+@dataclass
+class WindowLayout:
+    """Windows over the rows of one split: row of each window's first region, first scored slot."""
+
+    rows: np.ndarray  # (n_rows,) indices into the region table of the rows the split file holds
+    starts: np.ndarray  # (n_windows,) int64, indices into ``rows``
+    score_from: np.ndarray  # (n_windows,) int64 in [0, window_size)
+    skipped_chromosomes: dict[str, int] = field(default_factory=dict)  # chrom -> peak count
+    skipped_max_span: int = 0
+    over_max_span: int = 0  # evaluation tiles kept although they span more than max_span
+
+
+def tile_chromosome(n: int, window_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluation tiles over n >= window_size rows: (starts, score_from), every row scored once.
+
+    Non-overlapping tiles from row 0; the last tile is aligned to the last row and its first
+    ``score_from`` rows, shared with the previous tile, are not scored.
+    """
+    k = -(-n // window_size)
+    starts = np.arange(k, dtype=np.int64) * window_size
+    starts[-1] = n - window_size
+    score_from = np.zeros(k, dtype=np.int64)
+    score_from[-1] = (k - 1) * window_size - starts[-1]
+    return starts, score_from
+
+
+def train_starts(
+    n: int, window_size: int, stride: int, jitter: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Training window starts over n >= window_size rows: stride + jitter in [-jitter, jitter)."""
+    base = np.arange(0, n - window_size + 1, stride, dtype=np.int64)
+    if jitter > 0:
+        base = base + rng.integers(-jitter, jitter, size=len(base))
+    return np.unique(np.clip(base, 0, n - window_size))
+
+
+def chromosome_seed(seed: int, chrom: str) -> np.random.Generator:
+    """A generator depending only on (seed, chromosome name), so layouts don't shift together."""
+    return np.random.default_rng([seed, zlib.crc32(chrom.encode())])
+
+
+def layout_windows(
+    regions: pd.DataFrame,
+    chromosomes: Sequence[str],
+    *,
+    training: bool,
+    window_size: int,
+    max_span: int,
+    stride: int,
+    jitter: int,
+    seed: int,
+) -> WindowLayout:
+    """Windows over the regions (genome-ordered table) of ``chromosomes``; never cross chromosomes.
+
+    Training: strided, jittered, all slots scored, windows spanning > max_span bp skipped.
+    Evaluation: tiles (see :func:`tile_chromosome`) covering every row.
+    """
+    chrom = regions["chrom"].to_numpy()
+    start = regions["start"].to_numpy(np.int64)
+    end = regions["end"].to_numpy(np.int64)
+    selected = np.flatnonzero(np.isin(chrom, list(chromosomes)))
+    rows: list[np.ndarray] = []
+    starts: list[np.ndarray] = []
+    score_from: list[np.ndarray] = []
+    layout = WindowLayout(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    offset = 0
+    # Regions are in genome order, so each chromosome is one contiguous run of rows.
+    if len(selected):
+        cuts = np.flatnonzero(chrom[selected][1:] != chrom[selected][:-1]) + 1
+        runs = np.split(selected, cuts)
+    else:
+        runs = []
+    for run in runs:
+        name = str(chrom[run[0]])
+        n = len(run)
+        if n < window_size:
+            layout.skipped_chromosomes[name] = n
+            continue
+        if training:
+            s = train_starts(n, window_size, stride, jitter, chromosome_seed(seed, name))
+            span = end[run[s + window_size - 1]] - start[run[s]]
+            too_long = span > max_span
+            layout.skipped_max_span += int(too_long.sum())
+            s = s[~too_long]
+            f = np.zeros(len(s), np.int64)
+        else:
+            s, f = tile_chromosome(n, window_size)
+            span = end[run[s + window_size - 1]] - start[run[s]]
+            layout.over_max_span += int((span > max_span).sum())
+        rows.append(run)
+        starts.append(s + offset)
+        score_from.append(f)
+        offset += n
+    if rows:
+        layout.rows = np.concatenate(rows)
+        layout.starts = np.concatenate(starts).astype(np.int64)
+        layout.score_from = np.concatenate(score_from).astype(np.int64)
+    return layout
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _schema_metadata(meta: dict[str, Any]) -> dict[bytes, bytes]:
+    return {METADATA_KEY: json.dumps(meta, allow_nan=False).encode()}
+
+
+def _coordinate_arrays(regions: pd.DataFrame) -> dict[str, pa.Array]:
+    return {
+        "chrom": pa.array(regions["chrom"].astype(str).to_numpy(), pa.string()),
+        "start": pa.array(regions["start"].to_numpy(np.int64)),
+        "end": pa.array(regions["end"].to_numpy(np.int64)),
+        "name": pa.array(regions["name"].astype(str).to_numpy(), pa.string()),
+        "region_id": pa.array(regions["region_id"].to_numpy(np.int64)),
+    }
+
+
+def write_region_table(
+    path: str | Path, regions: pd.DataFrame, features: np.ndarray, meta: dict[str, Any]
+) -> None:
+    """Write regions.parquet: coordinates, then one float32 column per feature name."""
+    names = meta["feature_names"]
+    columns = _coordinate_arrays(regions)
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    for j, name in enumerate(names):
+        columns[name] = pa.array(features[:, j])
+    table = pa.table(columns).replace_schema_metadata(
+        _schema_metadata({"format": REGIONS_FORMAT, **meta})
+    )
+    pq.write_table(table, path, compression="zstd")
+
+
+def write_window_set(
+    path: str | Path,
+    regions: pd.DataFrame,
+    features: np.ndarray,
+    starts: np.ndarray,
+    score_from: np.ndarray,
+    meta: dict[str, Any],
+) -> None:
+    """Write windows_{split}.parquet: the rows once + the window layout in the metadata."""
+    n_features = len(meta["feature_names"])
+    flat = pa.array(np.ascontiguousarray(features, dtype=np.float32).reshape(-1))
+    columns = _coordinate_arrays(regions)
+    columns["features"] = pa.FixedSizeListArray.from_arrays(flat, n_features)
+    full = {
+        "format": WINDOWS_FORMAT,
+        **meta,
+        "n_windows": len(starts),
+        "n_regions": len(regions),
+        "window_starts": [int(s) for s in starts],
+        "score_from": [int(s) for s in score_from],
+    }
+    table = pa.table(columns).replace_schema_metadata(_schema_metadata(full))
+    pq.write_table(table, path, compression="zstd")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_metadata(path: str | Path, expected_format: str | None = None) -> dict[str, Any]:
+    """The ``getdiff`` metadata of a Parquet file written by ``getdiff prepare`` (validated)."""
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(path, f"not a readable Parquet file: {err}") from None
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise InputError(path, "no 'getdiff' metadata: expected a file written by getdiff prepare")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"'getdiff' metadata is not valid JSON: {err}") from None
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt not in _REQUIRED or (expected_format is not None and fmt != expected_format):
+        raise InputError(
+            path, f"metadata format is {fmt!r}; expected {expected_format or list(_REQUIRED)}"
+        )
+    missing = [key for key in _REQUIRED[fmt] if key not in meta]
+    if missing:
+        raise InputError(path, f"metadata lacks {missing}")
+    names = meta["feature_names"]
+    motif_max = meta["scaling"].get("motif_max", [])
+    if not names or len(motif_max) != len(names) - 1:
+        raise InputError(
+            path,
+            f"metadata has {len(names)} feature names and {len(motif_max)} motif maxima; "
+            "expected one maximum per motif feature",
+        )
+    return meta
+
+
+@dataclass
+class WindowSet:
+    """One split of one cell type: the rows once, plus the windows over them.
+
+    ``features`` (n_regions, F) float32, ``regions`` coordinates (chrom, start, end, name,
+    region_id), ``starts`` (n_windows,) row of each window's first region, ``scored``
+    (n_windows, window_size) bool (False = already scored by the previous window), ``meta``.
+    """
+
+    features: np.ndarray
+    regions: pd.DataFrame
+    starts: np.ndarray
+    scored: np.ndarray
+    meta: dict[str, Any]
+
+    @property
+    def window_size(self) -> int:
+        return int(self.meta["window_size"])
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def rows(self, index: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+        """(n, window_size) int64 row indices of the selected windows (all when index is None)."""
+        starts = self.starts if index is None else self.starts[np.asarray(index)]
+        return starts[:, None] + np.arange(self.window_size, dtype=np.int64)
+
+    def windows(self, index: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+        """(n, window_size, F) float32 features of the selected windows, by one gather."""
+        return self.features[self.rows(index)]
+
+
+def load_window_set(path: str | Path) -> WindowSet:
+    """Read a ``windows_{split}.parquet`` file; bad metadata or width -> InputError naming it."""
+    meta = read_metadata(path, WINDOWS_FORMAT)
+    table = pq.read_table(path)
+    n_features = len(meta["feature_names"])
+    missing = [c for c in [*COORDINATE_COLUMNS, "features"] if c not in table.column_names]
+    if missing:
+        raise InputError(path, f"missing columns {missing}")
+    column = table.column("features").combine_chunks()
+    if not pa.types.is_fixed_size_list(column.type) or column.type.list_size != n_features:
+        raise InputError(
+            path,
+            f"column 'features' is {column.type}; expected fixed_size_list<float>[{n_features}] "
+            "(one value per feature name)",
+        )
+    if column.null_count:
+        raise InputError(path, "column 'features' has missing values")
+    features = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    features = features.reshape(len(table), n_features)
+    regions = table.select(COORDINATE_COLUMNS).to_pandas()
+    window_size = int(meta["window_size"])
+    starts = np.asarray(meta["window_starts"], dtype=np.int64)
+    score_from = np.asarray(meta["score_from"], dtype=np.int64)
+    if len(starts) != meta["n_windows"] or len(score_from) != len(starts):
+        raise InputError(path, "metadata window lists disagree with n_windows")
+    if len(starts) and (starts.min() < 0 or starts.max() + window_size > len(table)):
+        raise InputError(
+            path, f"a window runs past the {len(table)} rows (window_size {window_size})"
+        )
+    scored = np.arange(window_size)[None, :] >= score_from[:, None]
+    return WindowSet(features, regions, starts, scored, meta)
+
+
+def load_windows(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """All windows of a split as float32 (n_windows, window_size, F), and the metadata."""
+    window_set = load_window_set(path)
+    return window_set.windows(), window_set.meta
+
+
+def load_regions(path: str | Path) -> pd.DataFrame:
+    """The region table (coordinates + a column per feature); metadata in ``.attrs['getdiff']``."""
+    meta = read_metadata(path, REGIONS_FORMAT)
+    table = pq.read_table(path)
+    expected = [*COORDINATE_COLUMNS, *meta["feature_names"]]
+    missing = [c for c in expected if c not in table.column_names]
+    if missing:
+        raise InputError(path, f"missing columns {missing[:5]} (of {len(missing)})")
+    frame = table.select(expected).to_pandas()
+    frame.attrs["getdiff"] = meta
+    return frame
+
+
+def region_features(regions: pd.DataFrame) -> np.ndarray:
+    """(n_regions, F) float32 feature matrix of a table from :func:`load_regions`."""
+    names = regions.attrs["getdiff"]["feature_names"]
+    return regions[names].to_numpy(np.float32)
+
+
+__all__ = [
+    "ACCESSIBILITY",
+    "METADATA_KEY",
+    "WindowLayout",
+    "WindowSet",
+    "layout_windows",
+    "load_regions",
+    "load_window_set",
+    "load_windows",
+    "normalise_accessibility",
+    "normalise_motifs",
+    "read_metadata",
+    "region_features",
+    "tile_chromosome",
+    "to_raw_units",
+    "train_starts",
+    "write_region_table",
+    "write_window_set",
+]

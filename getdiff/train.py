@@ -1,0 +1,656 @@
+"""``getdiff train``: fine-tune GETRegionDiffusion on the window tensors of one group of cell types.
+
+Inputs: ``{prepared_dir}/{cell_type}/windows_{train,validation}.parquet`` for every cell type of
+the group (read with :func:`getdiff.tensors.load_window_set`). The cell types' regions are stacked
+into one (N, F) float32 tensor kept on the training device; a batch is gathered by index
+(``starts[b, None] + arange(W)``), so no per-sample Python work runs on the hot path.
+
+Each step: B windows (epochs are seeded permutations of the windows), exactly
+``round(W * mask_ratio)`` masked regions per window, one t per window and the noise, all drawn on
+the device from one seeded generator; loss = masked MSE of the x0 prediction
+(:class:`getdiff.diffusion.GaussianDiffusion`). AdamW (weight decay on matrices only), linear
+warm-up then cosine decay to ``MIN_LR_RATIO * lr``, gradient clipping, bf16 autocast on CUDA only.
+
+Validation every ``eval_every`` steps and at the end, on the first ``val_windows`` validation
+windows with masks, t and noise fixed by the seed (same every pass and every run); the weights
+with the lowest validation loss are the result.
+
+Outputs in ``outdir`` (written atomically, only once training has finished):
+
+- ``model.safetensors``: best weights with LoRA merged (:func:`getdiff.model.save_model`);
+  metadata: cell_types, feature_names, train_feature_mean (per feature, over all train-split
+  regions of the group), window_size, diffusion settings, best_step, best_val_loss.
+- ``adapter/``: the peft adapters of the best weights (or a README when ``use_lora`` is false).
+- ``history.tsv``: one row per log or validation step (columns ``HISTORY_COLUMNS``).
+- ``config.yaml``: the resolved configuration.
+
+Resuming: ``outdir/checkpoints/last.pt`` (model, optimizer, scheduler, RNG states, step, history,
+best so far) is written every ``checkpoint_every`` steps and ``best.pt`` at each new best. A rerun
+with the same settings and inputs continues from ``last.pt`` and reaches the same weights as an
+uninterrupted run; if the settings or inputs differ it starts afresh. Delete
+``outdir/checkpoints`` to force a fresh start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from getdiff import __version__
+from getdiff.config import (
+    add_config_arguments,
+    config_from_args,
+    load_cell_types,
+    train_groups,
+)
+from getdiff.diffusion import GaussianDiffusion, random_masks, random_timesteps
+from getdiff.errors import ConfigError, GetdiffError, InputError
+from getdiff.io import atomic_dir, atomic_path
+from getdiff.model import build_model, count_parameters, save_model
+from getdiff.tensors import load_window_set
+
+log = logging.getLogger(__name__)
+
+MIN_LR_RATIO = 0.1  # cosine decay ends at this fraction of the peak learning rate (as nanoGPT)
+HISTORY_COLUMNS = (
+    "step",
+    "lr",
+    "loss",
+    "val_loss",
+    "masked_pearson",
+    "val_masked_pearson",
+    "grad_norm",
+    "steps_per_s",
+    "tokens_per_s",
+)
+# train.* keys that do not change the trajectory: a checkpoint written under other values resumes.
+RESUME_NEUTRAL_KEYS = ("log_every", "checkpoint_every", "device", "gpu_model", "groups")
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowData:
+    """The windows of one split over one or more cell types, on the training device."""
+
+    features: torch.Tensor  # (N, F) float32: every cell type's regions stacked
+    starts: torch.Tensor  # (n_windows,) long: row in ``features`` of each window's first region
+    window_size: int
+    feature_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.starts.numel())
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """(B,) window indices -> (B, W, F) features, one gather."""
+        offsets = torch.arange(self.window_size, device=self.starts.device)
+        return self.features[self.starts[index, None] + offsets]
+
+
+def load_windows(
+    prepared_dir: str | Path, cell_types: list[str], split: str, device: torch.device
+) -> WindowData:
+    """Read ``{prepared_dir}/{cell_type}/windows_{split}.parquet`` for each cell type and stack."""
+    features, starts, names, window_size = [], [], None, None
+    offset = 0
+    for cell_type in cell_types:
+        path = Path(prepared_dir) / cell_type / f"windows_{split}.parquet"
+        if not path.exists():
+            raise InputError(path, "window tensors not found (run `getdiff prepare` first)")
+        windows = load_window_set(path)
+        these = list(windows.meta["feature_names"])
+        size = int(windows.meta["window_size"])
+        if names is not None and (these != names or size != window_size):
+            raise InputError(
+                path,
+                f"features or window size differ from {cell_types[0]}'s; cell types trained "
+                "together must share both",
+            )
+        names, window_size = these, size
+        features.append(torch.tensor(windows.features, dtype=torch.float32))
+        starts.append(torch.tensor(windows.starts, dtype=torch.long) + offset)
+        offset += features[-1].shape[0]
+    assert names is not None and window_size is not None
+    return WindowData(
+        features=torch.cat(features).to(device),
+        starts=torch.cat(starts).to(device),
+        window_size=window_size,
+        feature_names=names,
+    )
+
+
+class EpochSampler:
+    """Window indices of each step: epoch e is a permutation seeded by (seed, e).
+
+    A pure function of the step, so resuming needs no sampler state and every window is seen
+    once per epoch.
+    """
+
+    def __init__(self, num_windows: int, batch_size: int, seed: int, device: torch.device):
+        self.num_windows = num_windows
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            state = np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]
+            generator = torch.Generator().manual_seed(int(state))
+            perm = torch.randperm(self.num_windows, generator=generator).to(self.device)
+            self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}
+            self._cache[epoch] = perm
+        return self._cache[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        """(B,) long window indices for step ``step`` (0-based)."""
+        first = step * self.batch_size
+        last = first + self.batch_size - 1
+        lo, hi = first // self.num_windows, last // self.num_windows
+        stream = torch.cat([self._permutation(e) for e in range(lo, hi + 1)])
+        start = first - lo * self.num_windows
+        return stream[start : start + self.batch_size]
+
+
+@dataclass
+class ValidationSet:
+    """Fixed validation batch material: windows, masks, t and noise, the same on every pass."""
+
+    x0: torch.Tensor  # (V, W, F)
+    mask: torch.Tensor  # (V, W) bool
+    t: torch.Tensor  # (V,) long
+    noise: torch.Tensor  # (V, W, F)
+
+
+def make_validation_set(
+    data: WindowData, count: int, mask_ratio: float, num_timesteps: int, seed: int
+) -> ValidationSet | None:
+    """The first ``count`` windows with masks/t/noise drawn on the CPU (same on every device)."""
+    count = min(count, len(data))
+    if count == 0:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    x0 = data.batch(torch.arange(count, device=data.starts.device))
+    mask = random_masks(count, data.window_size, mask_ratio, generator=generator)
+    t = random_timesteps(count, num_timesteps, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    device = x0.device
+    return ValidationSet(x0, mask.to(device), t.to(device), noise.to(device))
+
+
+# --- pieces of the loop ------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` = CUDA when present, else CPU; ``cpu``, ``cuda`` or ``cuda:N`` as named."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"key 'train.device': {name!r} is not a device name") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"key 'train.device': {name!r} requested but CUDA is not available")
+    return device
+
+
+def configure_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; weight decay on matrices, not biases/norms/tokens."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or name.endswith("_token"):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if device.type == "cuda":
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    return torch.optim.AdamW(groups, lr=lr, foreach=True)
+
+
+def lr_factor(warmup_steps: int, max_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak lr at step s: linear warm-up, then cosine to ``MIN_LR_RATIO``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return MIN_LR_RATIO + (1.0 - MIN_LR_RATIO) * cosine
+
+    return factor
+
+
+def masked_pearson(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """Pearson correlation over all values of the masked rows (NaN if either side is constant)."""
+    rows = mask.unsqueeze(-1).expand_as(target)
+    p = pred[rows].double()
+    y = target[rows].double()
+    p, y = p - p.mean(), y - y.mean()
+    denominator = (p.square().sum() * y.square().sum()).sqrt()
+    return float((p * y).sum() / denominator) if denominator > 0 else float("nan")
+
+
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module,
+    diffusion: GaussianDiffusion,
+    val: ValidationSet,
+    batch_size: int,
+    autocast: torch.autocast,
+) -> tuple[float, float]:
+    """(masked MSE, masked Pearson) over the whole fixed validation set, in eval mode."""
+    model.eval()
+    squared, count = 0.0, 0
+    preds = []
+    for i in range(0, val.x0.shape[0], batch_size):
+        part = slice(i, i + batch_size)
+        with autocast:
+            loss, pred = diffusion.training_loss(
+                model, val.x0[part], val.mask[part], val.t[part], val.noise[part]
+            )
+        values = int(val.mask[part].sum()) * val.x0.shape[-1]
+        squared += float(loss) * values
+        count += values
+        preds.append(pred.float())
+    model.train()
+    return squared / count, masked_pearson(torch.cat(preds), val.x0, val.mask)
+
+
+def _config_fingerprint(config: dict[str, Any], cell_types: list[str], inputs: list[Path]) -> str:
+    """What a checkpoint must agree on to be resumed: settings that shape training, and inputs."""
+    train = {k: v for k, v in config["train"].items() if k not in RESUME_NEUTRAL_KEYS}
+    stats = [[p.parent.name, p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in inputs]
+    return json.dumps(
+        {
+            "model": config["model"],
+            "diffusion": config["diffusion"],
+            "train": train,
+            "cell_types": cell_types,
+            "inputs": stats,
+        },
+        sort_keys=True,
+    )
+
+
+# --- model construction ------------------------------------------------------------------------
+
+
+def build_training_model(config: dict[str, Any], num_motif: int, window_size: int):
+    """The network from preset + overrides, GET weights imported if configured, LoRA if enabled."""
+    settings = config["model"]
+    overrides = dict(settings["overrides"])
+    mask_ratio = config["diffusion"]["mask_ratio"]
+    if overrides.setdefault("mask_ratio", mask_ratio) != mask_ratio:
+        raise ConfigError(
+            "key 'model.overrides.mask_ratio' differs from 'diffusion.mask_ratio', which training "
+            "uses; set only diffusion.mask_ratio"
+        )
+    model = build_model(
+        settings["preset"], **{**overrides, "num_motif": num_motif, "num_regions": window_size}
+    )
+    if settings["pretrained_checkpoint"]:
+        from getdiff.checkpoint import load_get_checkpoint
+
+        report = load_get_checkpoint(
+            model,
+            settings["pretrained_checkpoint"],
+            allow_extra=settings["allow_extra_checkpoint_keys"],
+        )
+        log.info("imported GET checkpoint %s: %s", settings["pretrained_checkpoint"], report)
+    if settings["use_lora"]:
+        from getdiff.lora import apply_lora
+
+        lora = settings["lora"]
+        model = apply_lora(
+            model, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"], adaln=lora["adaln"]
+        )
+    return model
+
+
+def _export(
+    model: torch.nn.Module,
+    use_lora: bool,
+    outdir: Path,
+    metadata: dict[str, Any],
+) -> None:
+    """Write adapter/ and model.safetensors (LoRA merged) from the model's current weights."""
+    if use_lora:
+        from getdiff.lora import merge_lora, save_adapters
+
+        save_adapters(model, outdir / "adapter")
+        model = merge_lora(model)
+    else:
+        with atomic_dir(outdir / "adapter") as tmp:
+            (tmp / "README.md").write_text(
+                "No adapters: this model was trained without LoRA (model.use_lora: false);\n"
+                "its full weights are in ../model.safetensors.\n",
+                encoding="utf-8",
+            )
+    save_model(model, outdir / "model.safetensors", extra_metadata=metadata)
+
+
+def _write_history(rows: list[dict[str, float]], path: Path) -> None:
+    def cell(value: float) -> str:
+        return (
+            ""
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else f"{value:.6g}"
+        )
+
+    lines = ["\t".join(HISTORY_COLUMNS)]
+    lines += ["\t".join(cell(row.get(c)) for c in HISTORY_COLUMNS) for row in rows]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _save(state: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _rng_states(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict[str, Any], generator: torch.Generator, device: torch.device):
+    torch.set_rng_state(states["torch"])
+    generator.set_state(states["data"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+def train(
+    config: dict[str, Any],
+    cell_types: list[str],
+    prepared_dir: str | Path,
+    outdir: str | Path,
+    threads: int | None = None,
+    stop_after: int | None = None,
+) -> Path | None:
+    """Train on ``cell_types``' windows with the validated ``config``; return ``outdir``.
+
+    ``threads`` sets torch's CPU threads. ``stop_after`` ends the run after that many steps
+    as if killed (no final outputs; the last periodic checkpoint stays), and returns None.
+    """
+    settings, model_settings = config["train"], config["model"]
+    outdir = Path(outdir)
+    checkpoints = outdir / "checkpoints"
+    device = resolve_device(settings["device"])
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
+    use_autocast = device.type == "cuda"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast)
+
+    train_data = load_windows(prepared_dir, cell_types, "train", device)
+    val_data = load_windows(prepared_dir, cell_types, "validation", device)
+    if len(train_data) == 0:
+        raise InputError(prepared_dir, f"no training windows for cell types {cell_types}")
+    if val_data.feature_names != train_data.feature_names:
+        raise InputError(prepared_dir, "train and validation windows have different features")
+    num_motif, window_size = len(train_data.feature_names), train_data.window_size
+    inputs = [
+        Path(prepared_dir) / ct / f"windows_{s}.parquet"
+        for ct in cell_types
+        for s in ("train", "validation")
+    ]
+    fingerprint = _config_fingerprint(config, cell_types, inputs)
+
+    diffusion = GaussianDiffusion(
+        **{k: config["diffusion"][k] for k in ("num_timesteps", "beta_start", "beta_end")}
+    )
+    mask_ratio = config["diffusion"]["mask_ratio"]
+    seed = settings["seed"]
+    batch_size, max_steps = settings["batch_size"], settings["max_steps"]
+    val = make_validation_set(
+        val_data, settings["val_windows"], mask_ratio, diffusion.num_timesteps, seed + 1
+    )
+    if val is None:
+        log.warning("no validation windows: the final weights are kept (no best-model selection)")
+    del val_data
+
+    torch.manual_seed(seed)  # model initialisation (and LoRA's) is seeded too
+    model = build_training_model(config, num_motif, window_size).to(device)
+    model.train()
+    trainable, total = count_parameters(model)
+    log.info(
+        "model %s: %s trainable of %s parameters; device %s%s; %d train windows x %d regions x %d "
+        "features",
+        model_settings["preset"],
+        f"{trainable:,}",
+        f"{total:,}",
+        device,
+        " (bf16 autocast)" if use_autocast else f" ({torch.get_num_threads()} threads)",
+        len(train_data),
+        window_size,
+        num_motif,
+    )
+    optimizer = configure_optimizer(model, settings["lr"], settings["weight_decay"], device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(settings["warmup_steps"], max_steps)
+    )
+    generator = torch.Generator(device=device).manual_seed(seed)
+    sampler = EpochSampler(len(train_data), batch_size, seed, device)
+
+    step, history = 0, []
+    loss_sum = torch.zeros((), device=device)  # training loss summed since the last log line
+    interval_steps = 0
+    best_val_loss, best_step = math.inf, -1
+    last_path, best_path = checkpoints / "last.pt", checkpoints / "best.pt"
+    if last_path.exists():
+        # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_states(state["rng"], generator, device)
+            step, history = state["step"], state["history"]
+            best_val_loss, best_step = state["best_val_loss"], state["best_step"]
+            loss_sum.fill_(state["loss_sum"])
+            interval_steps = state["interval_steps"]
+            log.info("resuming from %s at step %d", last_path, step)
+        else:
+            log.warning("%s was written with other settings or inputs: starting afresh", last_path)
+    if step == 0:
+        best_path.unlink(missing_ok=True)  # a stale best from another run must not be picked
+
+    def checkpoint() -> None:
+        _save(
+            {
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_states(generator, device),
+                "history": history,
+                "best_val_loss": best_val_loss,
+                "best_step": best_step,
+                "loss_sum": float(loss_sum),
+                "interval_steps": interval_steps,
+                "fingerprint": fingerprint,
+            },
+            last_path,
+        )
+
+    def evaluate() -> tuple[float, float]:
+        nonlocal best_val_loss, best_step
+        if val is None:
+            return math.nan, math.nan
+        val_loss, val_pearson = validate(model, diffusion, val, batch_size, autocast)
+        log.info("step %d validation: loss %.5f, masked Pearson %.4f", step, val_loss, val_pearson)
+        if val_loss < best_val_loss:
+            best_val_loss, best_step = val_loss, step
+            _save({"step": step, "model": model.state_dict()}, best_path)
+        return val_loss, val_pearson
+
+    trainable_params = [p for p in model.parameters() if p.requires_grad]
+    tokens_per_step = batch_size * window_size
+    interval_start, timed_steps = time.perf_counter(), 0  # for rates; resets around eval/saving
+    interactive = sys.stderr.isatty()
+    warned_nonfinite = False
+    with (
+        logging_redirect_tqdm(),
+        tqdm(
+            total=max_steps, initial=step, disable=not interactive, unit="step", dynamic_ncols=True
+        ) as bar,
+    ):
+        while step < max_steps:
+            x0 = train_data.batch(sampler.indices(step))
+            mask = random_masks(batch_size, window_size, mask_ratio, generator, device)
+            t = random_timesteps(batch_size, diffusion.num_timesteps, generator, device)
+            noise = torch.randn(x0.shape, generator=generator, device=device)
+            with autocast:
+                loss, pred = diffusion.training_loss(model, x0, mask, t, noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # max_norm inf (grad_clip 0) still measures the norm for the log, without clipping.
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                trainable_params, settings["grad_clip"] or math.inf
+            )
+            optimizer.step()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            loss_sum += loss.detach()
+            interval_steps += 1
+            timed_steps += 1
+            bar.update(1)
+
+            row: dict[str, float] = {}
+            if step % settings["log_every"] == 0 or step == max_steps:
+                mean_loss = float(loss_sum) / interval_steps  # syncs the device: timing is real
+                elapsed = max(time.perf_counter() - interval_start, 1e-9)
+                rate = timed_steps / elapsed
+                if not math.isfinite(mean_loss) and not warned_nonfinite:
+                    warned_nonfinite = True
+                    log.warning(
+                        "training loss is %s at step %d: training has diverged; lower train.lr "
+                        "or set train.grad_clip",
+                        mean_loss,
+                        step,
+                    )
+                row = {
+                    "step": step,
+                    "lr": lr,
+                    "loss": mean_loss,
+                    "masked_pearson": masked_pearson(pred.detach().float(), x0, mask),
+                    "grad_norm": float(grad_norm),
+                    "steps_per_s": rate,
+                    "tokens_per_s": rate * tokens_per_step,
+                }
+                eta = round((max_steps - step) / rate)
+                message = (
+                    f"loss {mean_loss:.5f} pearson {row['masked_pearson']:.3f} lr {lr:.2e} "
+                    f"{rate:.2f} steps/s {row['tokens_per_s']:,.0f} tokens/s"
+                )
+                if interactive:
+                    bar.set_postfix_str(message)
+                else:
+                    log.info(
+                        "step %d/%d %s ETA %s",
+                        step,
+                        max_steps,
+                        message,
+                        f"{eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
+                    )
+                loss_sum.zero_()
+                interval_steps = 0
+            if step % settings["eval_every"] == 0 or step == max_steps:
+                val_loss, val_pearson = evaluate()
+                row.update(step=step, val_loss=val_loss, val_masked_pearson=val_pearson)
+            if row:
+                history.append(row)
+            if step % settings["checkpoint_every"] == 0 or step == max_steps:
+                checkpoint()
+            if row or step % settings["checkpoint_every"] == 0:
+                interval_start, timed_steps = time.perf_counter(), 0  # rates exclude eval/saving
+            if stop_after is not None and step >= stop_after and step < max_steps:
+                log.info("stopping after step %d as asked (outputs not written)", step)
+                return None
+
+    if val is not None and best_step >= 0:
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(best["model"])
+        log.info("best validation loss %.5f at step %d", best_val_loss, best_step)
+    metadata = {
+        "getdiff_version": __version__,
+        "cell_types": cell_types,
+        "feature_names": train_data.feature_names,
+        "train_feature_mean": train_data.features.double().mean(dim=0).tolist(),
+        "window_size": window_size,
+        "diffusion": config["diffusion"],
+        "preset": model_settings["preset"],
+        "use_lora": model_settings["use_lora"],
+        "steps": max_steps,
+        "best_step": best_step if val is not None else max_steps,
+        "best_val_loss": best_val_loss if math.isfinite(best_val_loss) else None,
+    }
+    model.eval()
+    _export(model, model_settings["use_lora"], outdir, metadata)
+    _write_history(history, outdir / "history.tsv")
+    with atomic_path(outdir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    log.info("wrote %s", outdir)
+    return outdir
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    sheet = load_cell_types(config["cell_types"])
+    groups = train_groups(config, list(sheet.index))
+    if args.group not in groups:
+        raise ConfigError(f"model group {args.group!r} is not configured; groups: {sorted(groups)}")
+    if args.threads is not None and args.threads < 1:
+        raise GetdiffError(f"--threads must be >= 1, got {args.threads}")
+    train(config, groups[args.group], args.prepared_dir, args.outdir, threads=args.threads)
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune GETRegionDiffusion on the prepared windows of one group of cell types",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--group", required=True, help="model group (train.groups; default 'all')")
+    parser.add_argument(
+        "--prepared-dir",
+        required=True,
+        type=Path,
+        help="directory with {cell_type}/windows_{train,validation}.parquet",
+    )
+    parser.add_argument("--outdir", required=True, type=Path, help="output directory")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.set_defaults(func=run)

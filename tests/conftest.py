@@ -1,0 +1,47 @@
+"""Shared pytest fixtures and helpers.
+
+- ``write_lines(path, lines, gz=False)``: write text lines (helper, importable as a fixture).
+- ``tiny_clusters``: a 3-name cluster file (``A``, ``B``, ``C``) for hand-computed cases.
+- ``small_demo``: demo inputs written once per session (600 peaks per cell type on chr1, chr10,
+  chr11, chr21; seed 3) -> dict of paths from :func:`getdiff.demo.write_demo_data`.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from getdiff.demo import write_demo_data
+
+SMALL_DEMO_CHROMOSOMES = ["chr1", "chr10", "chr11", "chr21"]
+
+
+def _write_lines(path: Path, lines: Sequence[str], gz: bool = False, eol: str = "\n") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(f"{line}{eol}" for line in lines).encode()
+    if gz:
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def write_lines() -> Callable[..., Path]:
+    return _write_lines
+
+
+@pytest.fixture
+def tiny_clusters(tmp_path: Path) -> Path:
+    return _write_lines(tmp_path / "clusters.txt", ["A", "B", "C"])
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("demo") / "data"
+    return write_demo_data(out, peaks_per_cell_type=600, chromosomes=SMALL_DEMO_CHROMOSOMES, seed=3)

@@ -1,0 +1,123 @@
+"""The one config schema: defaults filled in, errors naming the key, the cell-type sheet."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from getdiff.config import (
+    load_cell_types,
+    load_config,
+    stage_config_json,
+    train_groups,
+    validate_config,
+)
+from getdiff.errors import ConfigError
+
+MINIMAL = {"cell_types": "sheet.tsv", "motif_scan": "scan.bed.gz"}
+
+
+def test_defaults_are_filled_in_from_the_schema():
+    config = validate_config(MINIMAL)
+    assert config["prepare"]["window_size"] == 900
+    assert config["prepare"]["test_chromosomes"] == ["chr11"]
+    assert config["model"]["lora"] == {"r": 8, "alpha": 16, "dropout": 0.0, "adaln": False}
+    assert config["train"]["batch_size"] == 8
+    assert config["diffusion"]["num_timesteps"] == 1000
+
+
+def test_unknown_key_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match="train.*'learning_rate'"):
+        validate_config({**MINIMAL, "train": {"learning_rate": 0.1}})
+
+
+def test_wrong_type_is_an_error_naming_the_dotted_key():
+    with pytest.raises(ConfigError, match="key 'prepare.window_size'"):
+        validate_config({**MINIMAL, "prepare": {"window_size": "big"}})
+
+
+def test_missing_required_key_is_reported():
+    with pytest.raises(ConfigError, match="motif_scan"):
+        validate_config({"cell_types": "x"})
+
+
+def test_load_config_reports_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_load_config_reports_bad_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("cell_types: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_stage_config_leaves_out_sections_the_stage_ignores():
+    prepare = json.loads(stage_config_json(MINIMAL, "prepare"))
+    assert "train" not in prepare and "prepare" in prepare
+    assert "evaluate" in json.loads(stage_config_json(MINIMAL, "evaluate"))
+
+
+def _sheet(tmp_path, text):
+    path = tmp_path / "cell_types.tsv"
+    path.write_text(text)
+    return path
+
+
+def test_cell_type_sheet_reads_optional_counts(tmp_path):
+    sheet = load_cell_types(
+        _sheet(
+            tmp_path,
+            "cell_type\tpeaks\tcounts_file\tcounts_column\nA\ta.bed\t\t5\nB\tb.bed\tb.bg\t\n",
+        )
+    )
+    assert list(sheet.index) == ["A", "B"]
+    assert sheet.loc["A", "counts_column"] == 5 and sheet.loc["A", "counts_file"] is None
+    assert sheet.loc["B", "counts_file"] == "b.bg"
+
+
+def test_cell_type_sheet_rejects_a_bad_name_with_its_line(tmp_path):
+    with pytest.raises(ConfigError, match="line 3.*cell_type"):
+        load_cell_types(_sheet(tmp_path, "cell_type\tpeaks\nA\ta.bed\nB C\tb.bed\n"))
+
+
+def test_cell_type_sheet_rejects_duplicates(tmp_path):
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_cell_types(_sheet(tmp_path, "cell_type\tpeaks\nA\ta.bed\nA\tb.bed\n"))
+
+
+def test_cell_type_sheet_rejects_both_counts_sources(tmp_path):
+    with pytest.raises(ConfigError, match="not both"):
+        load_cell_types(
+            _sheet(tmp_path, "cell_type\tpeaks\tcounts_file\tcounts_column\nA\ta\tb\t5\n")
+        )
+
+
+def test_default_group_trains_one_model_over_all_cell_types():
+    assert train_groups(validate_config(MINIMAL), ["A", "B"]) == {"all": ["A", "B"]}
+
+
+def test_group_with_unknown_cell_type_is_an_error():
+    config = validate_config({**MINIMAL, "train": {"groups": {"g": ["A", "Z"]}}})
+    with pytest.raises(ConfigError, match="train.groups.g.*'Z'"):
+        train_groups(config, ["A", "B"])
+
+
+def test_config_readme_documents_every_schema_key():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
+    readme = (root / "config/README.md").read_text()
+
+    def keys(properties, prefix=""):
+        for key, sub in properties.items():
+            yield prefix + key
+            yield from keys(sub.get("properties", {}), f"{prefix}{key}.")
+
+    missing = [key for key in keys(schema["properties"]) if f"`{key}`" not in readme]
+    assert not missing, f"config/README.md does not document {missing}"

@@ -1,0 +1,142 @@
+"""Demo data: deterministic files, formats the prepare stage reads, a context-predictable model."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from getdiff.cli import main
+from getdiff.config import load_cell_types, load_config
+from getdiff.demo import CELL_TYPES, HG38_SIZES, write_demo_data
+from getdiff.errors import ConfigError
+from getdiff.motifs import load_cluster_names
+from getdiff.prepare import prepare_from_config
+from getdiff.tensors import load_window_set
+
+SMALL_DEMO_CHROMOSOMES = {"chr1", "chr10", "chr11", "chr21"}  # as in conftest.small_demo
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", header=None, compression="gzip")
+
+
+def file_bytes(paths: dict[str, Path]) -> dict[str, bytes]:
+    files = {key: path.read_bytes() for key, path in paths.items()}
+    index = Path(f"{paths['motif_scan']}.tbi")
+    if index.exists():
+        files["tbi"] = index.read_bytes()
+    return files
+
+
+def test_same_seed_gives_identical_files(tmp_path):
+    kwargs = dict(peaks_per_cell_type=300, chromosomes=["chr21", "chr22"], seed=5)
+    a = write_demo_data(tmp_path / "a", **kwargs)
+    b = write_demo_data(tmp_path / "b", **kwargs)
+    bytes_a, bytes_b = file_bytes(a), file_bytes(b)
+    for key in ("config", "cell_types"):  # these name their own directory
+        bytes_a.pop(key), bytes_b.pop(key)
+    assert bytes_a == bytes_b
+
+
+def test_other_seed_gives_other_peaks(tmp_path):
+    a = write_demo_data(tmp_path / "a", 300, ["chr21", "chr22"], seed=1)
+    b = write_demo_data(tmp_path / "b", 300, ["chr21", "chr22"], seed=2)
+    assert a["peaks_demo_liver"].read_bytes() != b["peaks_demo_liver"].read_bytes()
+
+
+def test_writes_three_cell_types_scan_sheet_and_config(small_demo):
+    assert set(small_demo) == {
+        *(f"peaks_{c}" for c in CELL_TYPES),
+        "motif_scan",
+        "cell_types",
+        "config",
+    }
+    assert CELL_TYPES == ("demo_myeloid", "demo_liver", "demo_lymphoid")
+
+
+def test_peak_files_are_narrowpeak_with_positive_integer_counts_in_column_7(small_demo):
+    for cell_type in CELL_TYPES:
+        table = read_table(small_demo[f"peaks_{cell_type}"])
+        assert table.shape == (600, 10)
+        assert pd.api.types.is_integer_dtype(table[6]) and table[6].min() > 0
+        assert set(table[0]) == SMALL_DEMO_CHROMOSOMES
+        assert (table[1] < table[2]).all() and (table[1] >= 0).all()
+        assert (table[2] <= table[0].map(HG38_SIZES)).all()
+
+
+def test_cell_types_share_about_sixty_percent_of_peaks(small_demo):
+    keys = [
+        set(map(tuple, read_table(small_demo[f"peaks_{c}"])[[0, 1, 2]].to_numpy().tolist()))
+        for c in CELL_TYPES
+    ]
+    shared = keys[0] & keys[1] & keys[2]
+    assert len(shared) == 360
+    assert len(keys[0] - keys[1] - keys[2]) == 240
+
+
+def test_peaks_are_spread_in_proportion_to_chromosome_size(small_demo):
+    table = read_table(small_demo["peaks_demo_myeloid"])
+    per_chrom = table[0].value_counts()
+    assert per_chrom["chr1"] > per_chrom["chr10"] > per_chrom["chr21"]
+
+
+def test_scan_uses_known_clusters_and_is_sorted_for_tabix(small_demo):
+    scan = read_table(small_demo["motif_scan"])
+    assert set(scan[3]) <= set(load_cluster_names())
+    assert (scan[4] > 0).all()
+    for _, block in scan.groupby(0, sort=False):
+        assert block[1].is_monotonic_increasing
+    with gzip.open(small_demo["motif_scan"], "rt") as handle:
+        assert len(handle.readline().split("\t")) == 6
+
+
+def test_scan_has_a_tabix_index_when_pysam_is_available(small_demo):
+    pytest.importorskip("pysam")
+    assert Path(f"{small_demo['motif_scan']}.tbi").exists()
+
+
+def test_sheet_and_config_are_valid_and_point_at_the_files(small_demo):
+    config = load_config(small_demo["config"])
+    assert Path(config["motif_scan"]) == small_demo["motif_scan"]
+    sheet = load_cell_types(config["cell_types"])
+    assert list(sheet.index) == list(CELL_TYPES)
+    assert sheet["counts_column"].tolist() == [7, 7, 7]
+    assert [Path(p) for p in sheet["peaks"]] == [small_demo[f"peaks_{c}"] for c in CELL_TYPES]
+
+
+def test_relative_out_gives_relative_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = write_demo_data("rel", 200, ["chr21", "chr22"], seed=0)
+    sheet = pd.read_csv(paths["cell_types"], sep="\t")
+    assert sheet["peaks"].tolist() == [f"rel/peaks/{c}.narrowPeak.gz" for c in CELL_TYPES]
+    assert load_config(paths["config"])["motif_scan"] == "rel/motif_scan.bed.gz"
+
+
+def test_unknown_chromosome_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown chromosome\(s\) \['chr99'\]"):
+        write_demo_data(tmp_path, 300, ["chr1", "chr99"])
+
+
+def test_cli_writes_the_demo(tmp_path):
+    out = tmp_path / "cli"
+    args = ["demo-data", "--out", str(out), "--peaks-per-cell-type", "200"]
+    assert main([*args, "--chromosomes", "chr21,chr22", "--seed", "4"]) == 0
+    assert (out / "peaks" / "demo_lymphoid.narrowPeak.gz").exists()
+    assert (out / "config.yaml").exists()
+
+
+def test_accessibility_varies_between_windows_more_than_chance(tmp_path):
+    """The window-scale latent makes window means differ: between-window variance >> var / W."""
+    paths = write_demo_data(tmp_path / "demo", 3000, ["chr21", "chr22"], seed=0)
+    config = load_config(paths["config"])
+    config["prepare"].update(
+        window_size=50, train_stride=50, train_jitter=0, validation_chromosomes=[]
+    )
+    prepared = prepare_from_config(config, "demo_myeloid", tmp_path / "prep")
+    accessibility = load_window_set(prepared["train"]).windows()[:, :, -1]
+    between = accessibility.mean(axis=1).var()
+    chance = accessibility.var() / accessibility.shape[1]
+    assert between > 3 * chance

@@ -1,0 +1,91 @@
+"""Conda env files stay in step with pyproject.toml, and every rule names an existing env file.
+
+Conda channels are unreachable in CI, so this is the check that `--use-conda` would get a
+consistent environment.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+# PyPI name -> conda-forge/bioconda name, where they differ.
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+
+
+def _pyproject_requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"]) + list(project["optional-dependencies"]["tabix"])
+    return [Requirement(r) for r in requirements]
+
+
+def _env_pins(path: Path) -> dict[str, str]:
+    env = yaml.safe_load(path.read_text())
+    pins = {}
+    for dep in env["dependencies"]:
+        assert isinstance(dep, str), f"{path.name}: pip sections are not allowed ({dep})"
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*=\s*([0-9][0-9.]*)", dep)
+        assert match, f"{path.name}: dependency {dep!r} must be pinned as 'name =X.Y'"
+        pins[match.group(1)] = match.group(2)
+    return pins
+
+
+ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
+
+
+def test_env_files_exist():
+    assert ENV_FILES
+
+
+@pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda p: p.name)
+def test_env_uses_conda_forge_then_bioconda(env_file: Path):
+    channels = yaml.safe_load(env_file.read_text())["channels"]
+    assert channels[:2] == ["conda-forge", "bioconda"]
+    assert "defaults" not in channels
+
+
+@pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda p: p.name)
+def test_env_pins_every_pyproject_dependency_compatibly(env_file: Path):
+    pins = _env_pins(env_file)
+    for requirement in _pyproject_requirements():
+        conda_name = CONDA_NAMES.get(requirement.name, requirement.name)
+        assert conda_name in pins, f"{env_file.name} lacks {conda_name} ({requirement})"
+        # A pin "=X.Y" means any X.Y.*; X.Y.0 must satisfy pyproject's specifier.
+        version = Version(pins[conda_name])
+        assert SpecifierSet(str(requirement.specifier)).contains(version), (
+            f"{env_file.name}: {conda_name} ={pins[conda_name]} does not satisfy {requirement}"
+        )
+
+
+@pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda p: p.name)
+def test_env_python_matches_requires_python(env_file: Path):
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert SpecifierSet(requires).contains(Version(_env_pins(env_file)["python"]))
+
+
+def _rules_with_conda() -> list[tuple[Path, str, str]]:
+    found = []
+    for smk in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]:
+        text = smk.read_text()
+        for rule in re.finditer(r"^\s*rule (\w+):(.*?)(?=^\s*rule |\Z)", text, re.S | re.M):
+            conda = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", rule.group(2))
+            found.append((smk, rule.group(1), conda.group(1) if conda else ""))
+    return found
+
+
+def test_every_rule_that_runs_a_command_names_an_existing_env_file():
+    rules = _rules_with_conda()
+    assert {name for _, name, _ in rules} >= {"prepare", "train", "evaluate", "impute"}
+    for smk, name, conda in rules:
+        if name == "all":
+            continue
+        assert conda, f"rule {name} in {smk.name} has no conda: directive"
+        assert (smk.parent / conda).resolve().is_file(), f"rule {name}: {conda} does not exist"

@@ -1,0 +1,312 @@
+"""`getdiff train`: outputs, learning, resumption, reproducible validation, LoRA on/off, threads."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from getdiff.cli import main
+from getdiff.config import validate_config
+from getdiff.errors import InputError
+from getdiff.model import load_model, model_metadata
+from getdiff.tensors import write_window_set
+from getdiff.train import (
+    HISTORY_COLUMNS,
+    EpochSampler,
+    load_windows,
+    lr_factor,
+    masked_pearson,
+    train,
+)
+
+W, F = 16, 6  # regions per window, features per region
+CELL_TYPES = ["alpha", "beta"]
+FEATURE_NAMES = [f"motif{i}" for i in range(F - 1)] + ["accessibility"]
+
+
+def write_split(path: Path, features: np.ndarray, starts: np.ndarray, cell_type: str, split: str):
+    n = len(features)
+    regions = pd.DataFrame(
+        {
+            "chrom": ["chr1"] * n,
+            "start": np.arange(n, dtype=np.int64) * 1000,
+            "end": np.arange(n, dtype=np.int64) * 1000 + 500,
+            "name": [f"peak{i}" for i in range(n)],
+            "region_id": np.arange(n, dtype=np.int64),
+        }
+    )
+    meta = {
+        "feature_names": FEATURE_NAMES,
+        "cell_type": cell_type,
+        "genome": "hg38",
+        "split": split,
+        "window_size": W,
+        "scaling": {
+            "motif_max": [1.0] * (F - 1),
+            "accessibility": {"constant": True, "value": 1.0},
+        },
+        "getdiff_version": "test",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_window_set(path, regions, features, starts, np.zeros(len(starts), np.int64), meta)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """Two cell types; each feature is a per-cell-type constant plus small noise (learnable)."""
+    root = tmp_path_factory.mktemp("prepared")
+    rng = np.random.default_rng(0)
+    for cell_type in CELL_TYPES:
+        level = rng.uniform(0.2, 0.8, size=F).astype(np.float32)
+        for split, n in (("train", 200), ("validation", 80)):
+            noise = rng.normal(0, 0.05, size=(n, F)).astype(np.float32)
+            features = np.clip(level + noise, 0, 1)
+            starts = np.arange(0, n - W + 1, 8, dtype=np.int64)
+            write_split(
+                root / cell_type / f"windows_{split}.parquet", features, starts, cell_type, split
+            )
+    return root
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors run fastest on one thread; restore torch's setting after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_config(use_lora: bool = True, **train_settings) -> dict:
+    settings = {
+        "batch_size": 4,
+        "lr": 3e-3,
+        "warmup_steps": 2,
+        "max_steps": 8,
+        "log_every": 2,
+        "eval_every": 4,
+        "checkpoint_every": 3,
+        "val_windows": 6,
+        "device": "cpu",
+        **train_settings,
+    }
+    return validate_config(
+        {
+            "cell_types": "unused.tsv",
+            "motif_scan": "unused.bed",
+            "model": {
+                "preset": "tiny",
+                "overrides": {"embed_dim": 16, "num_layers": 1, "num_heads": 2},
+                "use_lora": use_lora,
+            },
+            "train": settings,
+        }
+    )
+
+
+def read_history(outdir: Path) -> pd.DataFrame:
+    return pd.read_csv(outdir / "history.tsv", sep="\t")
+
+
+def test_training_writes_model_adapter_history_and_config(prepared, tmp_path):
+    config = make_config()
+    train(config, CELL_TYPES, prepared, tmp_path)
+    model = load_model(tmp_path / "model.safetensors")
+    assert model.config.num_motif == F and model.config.num_regions == W
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    history = read_history(tmp_path)
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert history["step"].tolist() == [2, 4, 6, 8]
+    assert history["val_loss"].notna().tolist() == [False, True, False, True]
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config
+
+
+def test_model_metadata_holds_cell_types_features_and_training_mean(prepared, tmp_path):
+    train(make_config(max_steps=2), CELL_TYPES, prepared, tmp_path)
+    meta = model_metadata(tmp_path / "model.safetensors")
+    assert meta["cell_types"] == CELL_TYPES
+    assert meta["feature_names"] == FEATURE_NAMES
+    stacked = load_windows(prepared, CELL_TYPES, "train", torch.device("cpu")).features
+    np.testing.assert_allclose(meta["train_feature_mean"], stacked.double().mean(0).numpy())
+    assert meta["diffusion"]["num_timesteps"] == 1000
+
+
+def test_loss_decreases_on_learnable_windows(prepared, tmp_path):
+    config = make_config(max_steps=60, log_every=10, eval_every=30, checkpoint_every=60)
+    train(config, CELL_TYPES, prepared, tmp_path)
+    history = read_history(tmp_path)
+    assert history["loss"].iloc[-1] < 0.5 * history["loss"].iloc[0]
+    val = history["val_loss"].dropna()
+    assert val.iloc[-1] < val.iloc[0]
+
+
+def test_killed_and_resumed_run_reaches_same_weights_as_uninterrupted_run(prepared, tmp_path):
+    config = make_config(max_steps=10, checkpoint_every=3)
+    train(config, CELL_TYPES, prepared, tmp_path / "straight")
+    # Killed after step 7: the last checkpoint is step 6, so step 7 is redone on resume.
+    assert train(config, CELL_TYPES, prepared, tmp_path / "resumed", stop_after=7) is None
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt")["step"] == 6
+    train(config, CELL_TYPES, prepared, tmp_path / "resumed")
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    columns = ["step", "lr", "loss", "val_loss", "masked_pearson", "val_masked_pearson"]
+    pd.testing.assert_frame_equal(
+        read_history(tmp_path / "straight")[columns], read_history(tmp_path / "resumed")[columns]
+    )
+
+
+def test_rerun_with_other_settings_starts_afresh(prepared, tmp_path, caplog):
+    train(make_config(max_steps=4), CELL_TYPES, prepared, tmp_path, stop_after=3)
+    with caplog.at_level(logging.INFO, logger="getdiff.train"):
+        train(make_config(max_steps=4, lr=1e-3), CELL_TYPES, prepared, tmp_path)
+    assert "starting afresh" in caplog.text
+    assert read_history(tmp_path)["step"].tolist() == [2, 4]
+
+
+def test_validation_numbers_are_identical_across_runs_with_the_same_seed(prepared, tmp_path):
+    config = make_config(max_steps=4)
+    for name in ("a", "b"):
+        train(config, CELL_TYPES, prepared, tmp_path / name)
+    a, b = read_history(tmp_path / "a"), read_history(tmp_path / "b")
+    assert a["val_loss"].notna().sum() == 1
+    assert a["val_loss"].equals(b["val_loss"])
+    assert a["val_masked_pearson"].equals(b["val_masked_pearson"])
+    train(make_config(max_steps=4, seed=1), CELL_TYPES, prepared, tmp_path / "c")
+    assert not read_history(tmp_path / "c")["loss"].equals(a["loss"])
+
+
+def test_best_checkpoint_by_validation_loss_is_exported(prepared, tmp_path):
+    # A huge learning rate makes training diverge after the first validation pass.
+    config = make_config(max_steps=8, eval_every=2, lr=5.0, warmup_steps=0, grad_clip=0)
+    train(config, CELL_TYPES, prepared, tmp_path)
+    history = read_history(tmp_path)
+    val = history.dropna(subset=["val_loss"])
+    best = val.loc[val["val_loss"].idxmin()]
+    meta = model_metadata(tmp_path / "model.safetensors")
+    assert meta["best_step"] == int(best["step"])
+    assert meta["best_val_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_training_without_lora_writes_adapter_readme_and_updates_all_weights(prepared, tmp_path):
+    train(make_config(use_lora=False, max_steps=2), CELL_TYPES, prepared, tmp_path)
+    assert (tmp_path / "adapter" / "README.md").is_file()
+    assert not (tmp_path / "adapter" / "adapter_config.json").exists()
+    torch.manual_seed(0)  # the training run initialises with the seed (0) before building
+    from getdiff.model import build_model
+
+    initial = build_model(
+        "tiny", embed_dim=16, num_layers=1, num_heads=2, num_motif=F, num_regions=W
+    )
+    trained = load_model(tmp_path / "model.safetensors")
+    weight = "encoder.blocks.0.attn.qkv.weight"
+    assert not torch.equal(initial.state_dict()[weight], trained.state_dict()[weight])
+
+
+def test_lora_training_leaves_base_weights_and_changes_merged_ones(prepared, tmp_path):
+    train(make_config(max_steps=4), CELL_TYPES, prepared, tmp_path / "lora")
+    adapters = load_file(tmp_path / "lora" / "adapter" / "adapter_model.safetensors")
+    assert any("lora_A" in key for key in adapters)
+    torch.manual_seed(0)
+    from getdiff.model import build_model
+
+    initial = build_model(
+        "tiny", embed_dim=16, num_layers=1, num_heads=2, num_motif=F, num_regions=W
+    )
+    merged = load_model(tmp_path / "lora" / "model.safetensors")
+    weight = "encoder.blocks.0.mlp.fc1.weight"
+    assert not torch.equal(initial.state_dict()[weight], merged.state_dict()[weight])
+    # cls_token is frozen under LoRA (see getdiff.lora)
+    assert torch.equal(initial.cls_token, merged.cls_token)
+
+
+def test_threads_option_sets_torch_cpu_threads(prepared, tmp_path):
+    assert torch.get_num_threads() == 1  # set by the one_thread fixture
+    train(make_config(max_steps=1, log_every=1), CELL_TYPES, prepared, tmp_path, threads=2)
+    assert torch.get_num_threads() == 2
+
+
+def test_cli_trains_the_configured_group(prepared, tmp_path):
+    sheet = tmp_path / "cell_types.tsv"
+    sheet.write_text("cell_type\tpeaks\nalpha\ta.bed\nbeta\tb.bed\n")
+    config = make_config(max_steps=2)
+    config["cell_types"] = str(sheet)
+    config["train"]["groups"] = {"only_beta": ["beta"]}
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    argv = ["train", "--config", str(config_path), "--group", "only_beta"]
+    argv += ["--prepared-dir", str(prepared), "--outdir", str(tmp_path / "out"), "--threads", "1"]
+    assert main(argv) == 0
+    assert model_metadata(tmp_path / "out" / "model.safetensors")["cell_types"] == ["beta"]
+    assert main([*argv[:3], "--group", "nope", *argv[5:]]) == 2
+
+
+def test_log_lines_report_loss_pearson_rates_and_eta_when_not_on_a_terminal(
+    prepared, tmp_path, caplog
+):
+    with caplog.at_level(logging.INFO, logger="getdiff.train"):
+        train(make_config(max_steps=4), CELL_TYPES, prepared, tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 2/4 ")]
+    assert len(lines) == 1
+    assert all(word in lines[0] for word in ("loss", "pearson", "steps/s", "tokens/s", "ETA"))
+
+
+def test_missing_window_file_is_an_input_error_naming_it(prepared, tmp_path):
+    with pytest.raises(InputError, match="gamma/windows_train.parquet"):
+        train(make_config(), ["alpha", "gamma"], prepared, tmp_path)
+
+
+def test_windows_of_cell_types_are_stacked_with_offset_starts(prepared):
+    from getdiff.tensors import load_window_set
+
+    data = load_windows(prepared, CELL_TYPES, "train", torch.device("cpu"))
+    alpha = load_window_set(prepared / "alpha" / "windows_train.parquet")
+    beta = load_window_set(prepared / "beta" / "windows_train.parquet")
+    assert len(data) == len(alpha) + len(beta)
+    index = torch.tensor([0, len(alpha) - 1, len(alpha), len(data) - 1])
+    expected = np.concatenate(
+        [alpha.windows([0, len(alpha) - 1]), beta.windows([0, len(beta) - 1])]
+    )
+    np.testing.assert_array_equal(data.batch(index).numpy(), expected)
+
+
+def test_epoch_sampler_visits_every_window_once_per_epoch():
+    sampler = EpochSampler(num_windows=10, batch_size=4, seed=0, device=torch.device("cpu"))
+    stream = torch.cat([sampler.indices(step) for step in range(5)])  # 20 = two epochs
+    assert sorted(stream[:10].tolist()) == list(range(10))
+    assert sorted(stream[10:].tolist()) == list(range(10))
+    assert not torch.equal(stream[:10], stream[10:])
+    again = EpochSampler(10, 4, 0, torch.device("cpu"))
+    assert torch.equal(again.indices(3), sampler.indices(3))
+
+
+def test_epoch_sampler_handles_batches_larger_than_the_data():
+    sampler = EpochSampler(num_windows=3, batch_size=8, seed=0, device=torch.device("cpu"))
+    batch = sampler.indices(0)
+    assert len(batch) == 8 and set(batch.tolist()) == {0, 1, 2}
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_a_tenth():
+    factor = lr_factor(warmup_steps=4, max_steps=14)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == pytest.approx(1.0)
+    assert factor(9) == pytest.approx(0.55)
+    assert factor(14) == pytest.approx(0.1)
+
+
+def test_masked_pearson_uses_masked_rows_only():
+    target = torch.arange(12, dtype=torch.float32).view(1, 4, 3)
+    mask = torch.tensor([[True, True, False, False]])
+    pred = target.clone()
+    pred[0, 2:] = -target[0, 2:]  # anticorrelated, but unmasked
+    assert masked_pearson(pred, target, mask) == pytest.approx(1.0)

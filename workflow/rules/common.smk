@@ -1,0 +1,46 @@
+# Shared set-up: validated config, cell-type sheet, model groups, output paths.
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# The package is imported from this checkout, so rules and this file see the same code.
+sys.path.insert(0, workflow.basedir)
+
+from getdiff.config import load_cell_types, stage_config_json, train_groups
+from getdiff.demo import CELL_TYPES as DEMO_CELL_TYPES
+
+validate(config, "../schemas/config.schema.yaml")
+
+CELL_TYPES = load_cell_types(config["cell_types"])
+GROUPS = train_groups(config, list(CELL_TYPES.index))
+RESULTS = Path(config["results"])
+SPLITS = ["train", "validation", "test"]
+# The CLI that all rules call, i.e. this checkout's getdiff, in whichever env the rule runs.
+GETDIFF = f"PYTHONPATH={workflow.basedir}${{PYTHONPATH:+:$PYTHONPATH}} python -m getdiff"
+
+
+def peaks_of(wildcards):
+    return CELL_TYPES.loc[wildcards.cell_type, "peaks"]
+
+
+def counts_of(wildcards):
+    counts = CELL_TYPES.loc[wildcards.cell_type, "counts_file"]
+    return [counts] if counts else []
+
+
+def prepared(cell_types, names):
+    return [RESULTS / "prepare" / ct / name for ct in cell_types for name in names]
+
+
+def all_targets():
+    targets = prepared(CELL_TYPES.index, ["regions.parquet"])
+    for group, members in GROUPS.items():
+        targets.append(RESULTS / "evaluate" / group / "metrics.json")
+        targets += [RESULTS / "impute" / group / f"{ct}.parquet" for ct in members]
+    return targets
+
+
+def demo_chromosomes_arg():
+    chromosomes = config["demo"]["chromosomes"]
+    return f"--chromosomes {','.join(chromosomes)}" if chromosomes else ""

@@ -1,0 +1,26 @@
+# Bundled demo inputs, generated deterministically (getdiff demo-data) when demo.enabled is true.
+if config["demo"]["enabled"]:
+
+    rule demo_data:
+        output:
+            peaks=expand(
+                "{outdir}/peaks/{cell_type}.narrowPeak.gz",
+                outdir=config["demo"]["outdir"],
+                cell_type=DEMO_CELL_TYPES,
+            ),
+            motif_scan=f"{config['demo']['outdir']}/motif_scan.bed.gz",
+        log:
+            RESULTS / "logs" / "demo_data.log",
+        benchmark:
+            RESULTS / "benchmarks" / "demo_data.tsv"
+        conda:
+            "../../envs/getdiff.yaml"
+        threads: 1
+        params:
+            getdiff=GETDIFF,
+            outdir=lambda wildcards, output: Path(output.motif_scan).parent,
+            peaks=config["demo"]["peaks_per_cell_type"],
+            chromosomes=demo_chromosomes_arg(),
+            seed=config["demo"]["seed"],
+        shell:
+            "{params.getdiff} demo-data --out {params.outdir} --peaks-per-cell-type {params.peaks} {params.chromosomes} --seed {params.seed} > {log} 2>&1"

@@ -1,0 +1,37 @@
+# Masked-prediction metrics on the held-out split, beside the training-mean and neighbour baselines.
+
+
+rule evaluate:
+    input:
+        model=rules.train.output.model,
+        history=rules.train.output.history,
+        windows=lambda wildcards: prepared(
+            GROUPS[wildcards.group], [f"windows_{config['evaluate']['split']}.parquet"]
+        ),
+    output:
+        metrics=RESULTS / "evaluate" / "{group}" / "metrics.json",
+        per_feature=RESULTS / "evaluate" / "{group}" / "metrics_per_feature.tsv",
+        plots=report(
+            directory(RESULTS / "evaluate" / "{group}" / "plots"),
+            patterns=["{name}.png"],
+            caption="../report/evaluate.rst",
+            category="Evaluation",
+            subcategory="{group}",
+        ),
+    log:
+        RESULTS / "logs" / "evaluate" / "{group}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "evaluate" / "{group}.tsv"
+    conda:
+        "../../envs/getdiff.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    params:
+        getdiff=GETDIFF,
+        config=stage_config_json(config, "evaluate"),
+        prepared=RESULTS / "prepare",
+        outdir=lambda wildcards, output: Path(output.metrics).parent,
+    shell:
+        "{params.getdiff} evaluate --config-json {params.config:q} --group {wildcards.group} --model {input.model} --history {input.history} --prepared-dir {params.prepared} --outdir {params.outdir} --threads {threads} > {log} 2>&1"

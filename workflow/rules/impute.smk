@@ -1,0 +1,28 @@
+# Per-region imputations (normalised and raw units) for every region of the configured splits.
+
+
+rule impute:
+    input:
+        model=rules.train.output.model,
+        windows=lambda wildcards: prepared(
+            [wildcards.cell_type], [f"windows_{s}.parquet" for s in config["impute"]["splits"]]
+        ),
+        missing=[config["impute"]["missing_regions"]] if config["impute"]["missing_regions"] else [],
+    output:
+        RESULTS / "impute" / "{group}" / "{cell_type}.parquet",
+    log:
+        RESULTS / "logs" / "impute" / "{group}" / "{cell_type}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "impute" / "{group}" / "{cell_type}.tsv"
+    conda:
+        "../../envs/getdiff.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    params:
+        getdiff=GETDIFF,
+        config=stage_config_json(config, "impute"),
+        prepared=RESULTS / "prepare",
+    shell:
+        "{params.getdiff} impute --config-json {params.config:q} --model {input.model} --cell-type {wildcards.cell_type} --prepared-dir {params.prepared} --output {output} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,29 @@
+# Peaks + motif scan -> per-cell-type region table and 900-region window tensors per split.
+
+
+rule prepare:
+    input:
+        peaks=peaks_of,
+        counts=counts_of,
+        motif_scan=config["motif_scan"],
+    output:
+        regions=RESULTS / "prepare" / "{cell_type}" / "regions.parquet",
+        windows=expand(
+            RESULTS / "prepare" / "{{cell_type}}" / "windows_{split}.parquet", split=SPLITS
+        ),
+    log:
+        RESULTS / "logs" / "prepare" / "{cell_type}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "prepare" / "{cell_type}.tsv"
+    conda:
+        "../../envs/getdiff.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        getdiff=GETDIFF,
+        config=stage_config_json(config, "prepare"),
+        outdir=lambda wildcards, output: Path(output.regions).parent,
+    shell:
+        "{params.getdiff} prepare --config-json {params.config:q} --cell-type {wildcards.cell_type} --outdir {params.outdir} > {log} 2>&1"
