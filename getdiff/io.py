@@ -1,4 +1,9 @@
-"""File helpers shared by every stage: atomic writes and transparent (b)gzip reading."""
+"""File helpers shared by every stage: atomic writes and transparent (b)gzip reading.
+
+:func:`reading` turns the ways a text input can fail to be read (missing, truncated or corrupt
+gzip, bytes that are not UTF-8) into an :class:`~getdiff.errors.InputError` naming the file and,
+where one applies, the line.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,12 @@ import io
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from getdiff.errors import InputError
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -28,6 +36,50 @@ def open_text(path: str | Path) -> IO[str]:
     return open(path, encoding="utf-8", newline=None)
 
 
+def _failing_line(path: str | Path) -> tuple[int, bool]:
+    """(1-based line, is a decoding error) where reading ``path`` fails, found by re-reading it.
+
+    Only called after a failure. A decompression error is charged to the line after the last
+    complete one (the line the data ends in); a UTF-8 error to the line holding the bad bytes.
+    """
+    opener = gzip.open if is_gzipped(path) else open
+    number = 0
+    try:
+        with opener(path, "rb") as handle:
+            for raw in handle:
+                number += 1
+                raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return number, True
+    except (EOFError, OSError, zlib.error):
+        return number + 1, False
+    return number + 1, False
+
+
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Re-raise read failures of the text file ``path`` inside the block as InputError."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        raise InputError(path, f"cannot read the file: {err.strerror}") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        line, _ = _failing_line(path)
+        raise InputError(
+            path,
+            f"gzip data is truncated or corrupt ({err}); expected a complete gzip or bgzip file "
+            "(re-download or re-compress it)",
+            line,
+        ) from None
+    except UnicodeDecodeError:
+        line, decoding = _failing_line(path)
+        raise InputError(
+            path,
+            "bytes that are not UTF-8 text; expected a plain-text (or gzip/bgzip) BED-like file",
+            line if decoding else None,
+        ) from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -38,8 +90,9 @@ def _umask() -> int:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Readers never see a half-written file, and a failure (or kill) leaves at most a hidden
-    ``.tmp`` file that the next run overwrites.
+    Readers never see a half-written file. An exception removes the temporary file; a hard kill
+    (SIGKILL, power loss) can leave a hidden ``.<name>.*.tmp`` beside ``path``, which nothing
+    reads (the names are unique, so a later run does not reuse it).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

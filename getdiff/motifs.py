@@ -23,7 +23,8 @@ beside it and pysam importable, only the peaks' regions are read by tabix query 
 (:func:`aggregate_motif_scores` ``use_index``): streaming parses ~1.5 M lines/s, a query returns
 ~0.15 M hits/s, so querying only pays off when most of the scan lies outside the peaks.
 Chromosome naming: a scan chromosome absent from the peaks whose other spelling (``1`` <->
-``chr1``) is present is an error (``chrom_naming="strict"``) or renamed (``"harmonise"``). Scan
+``chr1``) is present is an error (``chrom_naming="strict"``) or renamed (``"harmonise"``); a peak
+chromosome without any scan hit is logged as a warning (its peaks get all-zero motif scores). Scan
 names that are no known cluster are an error listing the closest names, or dropped (counted) with
 ``unknown_clusters="drop"``.
 """
@@ -43,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from getdiff.errors import InputError
-from getdiff.io import is_gzipped, open_text
+from getdiff.io import is_gzipped, open_text, reading
 from getdiff.peaks import HEADER_PATTERN, genome_order, harmonise_chrom
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def load_motif_mapping(path: str | Path, cluster_names: Sequence[str]) -> dict[s
     """Read a ``motif<TAB>cluster`` file; every cluster must be one of ``cluster_names``."""
     known = set(cluster_names)
     mapping: dict[str, str] = {}
-    with open_text(path) as handle:
+    with reading(path), open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip() or re.match(HEADER_PATTERN, line):
                 continue
@@ -279,6 +280,11 @@ def _read_csv(source: object, *, compression: str | None, **kwargs: object) -> o
 
 
 def _stream_chunks(path: str | Path, chunk_lines: int) -> Iterator[_Hits]:
+    with reading(path):
+        yield from _read_chunks(path, chunk_lines)
+
+
+def _read_chunks(path: str | Path, chunk_lines: int) -> Iterator[_Hits]:
     header = _count_header_lines(path)
     compression = "gzip" if is_gzipped(path) else None
     try:
@@ -513,6 +519,17 @@ def aggregate_motif_scores(
         )
     if resolver.renamed:
         log.info("scan chromosomes renamed to match the peaks: %s", resolver.renamed)
+    scanned = set(resolver.chroms.values())
+    absent = [chrom for chrom in index if chrom not in scanned]
+    if any_record and absent:
+        # Not an error: a scan may cover only part of the genome, but the user must know.
+        log.warning(
+            "%s has no motif hit on peak chromosome(s) %s: their %d peaks get all-zero motif "
+            "features; expected the scan to cover every chromosome of the peaks",
+            scan,
+            absent[:10],
+            sum(len(index[chrom].rows) for chrom in absent),
+        )
     return features, stats
 
 

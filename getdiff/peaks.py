@@ -14,7 +14,8 @@ coordinates. Also returns how many peaks were dropped, per reason.
 
 Errors are :class:`~getdiff.errors.InputError` naming the file, the line and what was expected:
 malformed lines, non-integer / negative coordinates, start >= end, duplicate peaks (same chrom,
-start and end), non-numeric / NaN / inf / negative counts, empty files. Unsorted input is accepted.
+start and end), non-numeric / NaN / inf / negative counts, empty files, unreadable files (missing,
+truncated or corrupt gzip, not UTF-8). Unsorted input is accepted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from getdiff.errors import InputError
-from getdiff.io import open_text
+from getdiff.io import open_text, reading
 
 DEFAULT_CHROMOSOMES: tuple[str, ...] = tuple(f"chr{i}" for i in range(1, 23)) + ("chrX",)
 HEADER_PATTERN = r"^(?:#|track\b|browser\b)"
@@ -75,7 +76,7 @@ def read_bed_fields(path: str | Path, what: str) -> tuple[pd.DataFrame, np.ndarr
 
     Header lines (``#``, ``track``, ``browser``) and blank lines are skipped wherever they are.
     """
-    with open_text(path) as handle:
+    with reading(path), open_text(path) as handle:
         text = handle.read()
     lines = pd.Series(text.split("\n"), dtype="str")
     keep = ~(lines.str.strip().eq("") | lines.str.contains(HEADER_PATTERN, regex=True))

@@ -319,7 +319,16 @@ def build_training_model(config: dict[str, Any], num_motif: int, window_size: in
             settings["pretrained_checkpoint"],
             allow_extra=settings["allow_extra_checkpoint_keys"],
         )
-        log.info("imported GET checkpoint %s: %s", settings["pretrained_checkpoint"], report)
+        log.info(
+            "imported GET checkpoint %s: %d tensors copied, %d norm tensors folded into adaLN, "
+            "%d extra keys ignored %s, freshly initialised: %s",
+            report["path"],
+            len(report["loaded"]),
+            len(report["folded"]),
+            len(report["ignored"]),
+            report["ignored"],
+            report["initialised"],
+        )
     if settings["use_lora"]:
         from getdiff.lora import apply_lora
 
@@ -467,7 +476,14 @@ def train(
     last_path, best_path = checkpoints / "last.pt", checkpoints / "best.pt"
     if last_path.exists():
         # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(last_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated or foreign file: torch raises several types
+            raise InputError(
+                last_path,
+                f"unreadable checkpoint ({str(error).splitlines()[0]}); expected one written by "
+                "getdiff train (delete it to start afresh)",
+            ) from error
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from getdiff.cli import main
 from getdiff.config import validate_config
 from getdiff.errors import InputError
-from getdiff.model import load_model, model_metadata
+from getdiff.model import build_model, load_model, model_metadata
 from getdiff.tensors import write_window_set
 from getdiff.train import (
     HISTORY_COLUMNS,
@@ -28,6 +28,7 @@ from getdiff.train import (
 
 W, F = 16, 6  # regions per window, features per region
 CELL_TYPES = ["alpha", "beta"]
+TINY = {"embed_dim": 16, "num_layers": 1, "num_heads": 2}  # overrides on the tiny preset
 FEATURE_NAMES = [f"motif{i}" for i in range(F - 1)] + ["accessibility"]
 
 
@@ -103,7 +104,7 @@ def make_config(use_lora: bool = True, **train_settings) -> dict:
             "motif_scan": "unused.bed",
             "model": {
                 "preset": "tiny",
-                "overrides": {"embed_dim": 16, "num_layers": 1, "num_heads": 2},
+                "overrides": dict(TINY),
                 "use_lora": use_lora,
             },
             "train": settings,
@@ -166,6 +167,20 @@ def test_killed_and_resumed_run_reaches_same_weights_as_uninterrupted_run(prepar
     )
 
 
+def test_rerunning_a_finished_run_rewrites_the_same_model_without_training(
+    prepared, tmp_path, caplog
+):
+    config = make_config(max_steps=4)
+    train(config, CELL_TYPES, prepared, tmp_path)
+    first = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    with caplog.at_level(logging.INFO, logger="getdiff.train"):
+        train(config, CELL_TYPES, prepared, tmp_path)
+    assert "at step 4" in caplog.text and "step 4/4" not in caplog.text
+    second = load_file(tmp_path / "model.safetensors")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_rerun_with_other_settings_starts_afresh(prepared, tmp_path, caplog):
     train(make_config(max_steps=4), CELL_TYPES, prepared, tmp_path, stop_after=3)
     with caplog.at_level(logging.INFO, logger="getdiff.train"):
@@ -203,31 +218,38 @@ def test_training_without_lora_writes_adapter_readme_and_updates_all_weights(pre
     assert (tmp_path / "adapter" / "README.md").is_file()
     assert not (tmp_path / "adapter" / "adapter_config.json").exists()
     torch.manual_seed(0)  # the training run initialises with the seed (0) before building
-    from getdiff.model import build_model
-
-    initial = build_model(
-        "tiny", embed_dim=16, num_layers=1, num_heads=2, num_motif=F, num_regions=W
-    )
+    initial = build_model("tiny", **TINY, num_motif=F, num_regions=W)
     trained = load_model(tmp_path / "model.safetensors")
     weight = "encoder.blocks.0.attn.qkv.weight"
     assert not torch.equal(initial.state_dict()[weight], trained.state_dict()[weight])
 
 
-def test_lora_training_leaves_base_weights_and_changes_merged_ones(prepared, tmp_path):
+def test_lora_training_writes_adapters_and_merges_them_into_the_model(prepared, tmp_path):
     train(make_config(max_steps=4), CELL_TYPES, prepared, tmp_path / "lora")
     adapters = load_file(tmp_path / "lora" / "adapter" / "adapter_model.safetensors")
     assert any("lora_A" in key for key in adapters)
     torch.manual_seed(0)
-    from getdiff.model import build_model
-
-    initial = build_model(
-        "tiny", embed_dim=16, num_layers=1, num_heads=2, num_motif=F, num_regions=W
-    )
+    initial = build_model("tiny", **TINY, num_motif=F, num_regions=W)
     merged = load_model(tmp_path / "lora" / "model.safetensors")
     weight = "encoder.blocks.0.mlp.fc1.weight"
     assert not torch.equal(initial.state_dict()[weight], merged.state_dict()[weight])
     # cls_token is frozen under LoRA (see getdiff.lora)
     assert torch.equal(initial.cls_token, merged.cls_token)
+
+
+def test_pretrained_get_checkpoint_is_imported_before_fine_tuning(prepared, tmp_path):
+    from getdiff.checkpoint import build_pretrain
+
+    torch.manual_seed(123)
+    pretrain = build_pretrain("tiny", **TINY, num_motif=F, num_regions=W)
+    path = tmp_path / "checkpoint-799.pth"
+    torch.save({"model": pretrain.v1_state_dict()}, path)
+    config = make_config(max_steps=2)
+    config["model"]["pretrained_checkpoint"] = str(path)
+    train(config, CELL_TYPES, prepared, tmp_path / "out")
+    trained = load_model(tmp_path / "out" / "model.safetensors")
+    # cls_token is frozen under LoRA, so it is still the pretrained one.
+    assert torch.equal(trained.cls_token, pretrain.cls_token)
 
 
 def test_threads_option_sets_torch_cpu_threads(prepared, tmp_path):

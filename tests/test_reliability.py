@@ -1,0 +1,564 @@
+"""Reliability: bad inputs fail clearly and write nothing; killed training resumes exactly;
+a failed Snakemake job leaves no outputs and a rerun completes.
+
+Every bad-input case runs through the command line in-process (``getdiff.cli.main``) and must
+exit with code 2, print ``getdiff <command>: error: <file>[:<line>]: <what was expected>`` and
+leave its output directory empty (no result, no temporary file).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from test_workflow import snakemake, write_config
+
+from getdiff.cli import main
+from getdiff.demo import write_demo_data
+from getdiff.model import build_model, save_model
+from getdiff.prepare import output_paths, prepare_cell_type
+from getdiff.tensors import load_regions
+
+# Toy inputs: 6 peaks on chr1 (train), 4 on chr10 (validation), 4 on chr11 (test); counts in
+# column 5; one hit of cluster A, B or C inside each peak. Line k of a file is LIST[k - 1].
+SITES = [
+    (chrom, start)
+    for chrom, n in (("chr1", 6), ("chr10", 4), ("chr11", 4))
+    for start in range(100, 100 * (n + 1), 100)
+]
+PEAKS = ["track name=toy"] + [f"{c}\t{s}\t{s + 50}\t{c}_{s}\t{s // 100}" for c, s in SITES]
+SCAN = [f"{c}\t{s + 10}\t{s + 20}\t{'ABC'[i % 3]}\t{2 + i % 5}" for i, (c, s) in enumerate(SITES)]
+PREPARE = {
+    "chromosomes": ["chr1", "chr10", "chr11"],
+    "window_size": 4,
+    "max_span": 10**9,
+    "train_stride": 1,
+    "train_jitter": 0,
+    "validation_chromosomes": ["chr10"],
+    "test_chromosomes": ["chr11"],
+}
+TINY = {"embed_dim": 16, "num_layers": 1, "num_heads": 2}  # overrides of the tiny preset
+FEATURES = ["A", "B", "C", "accessibility"]
+
+
+def text(lines: list[str], eol: str = "\n") -> bytes:
+    return "".join(f"{line}{eol}" for line in lines).encode()
+
+
+def write_text(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text(lines))
+    return path
+
+
+def write_cli_config(directory: Path, peaks: Path, scan: Path, clusters: Path, **sections) -> Path:
+    """A config + one-row cell-type sheet ("toy", counts in column 5) for the toy inputs."""
+    sheet = directory / "cell_types.tsv"
+    sheet.write_text(f"cell_type\tpeaks\tcounts_file\tcounts_column\ntoy\t{peaks}\t\t5\n")
+    config = {
+        "cell_types": str(sheet),
+        "motif_scan": str(scan),
+        "cluster_names": str(clusters),
+        "prepare": {**PREPARE, **sections.pop("prepare", {})},
+        "model": {"preset": "tiny", "overrides": dict(TINY)},
+        "train": {"device": "cpu", "batch_size": 2, "max_steps": 2, "val_windows": 1},
+        **sections,
+    }
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors run fastest on one thread; restore torch's setting after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> dict[str, Path]:
+    """The toy inputs prepared for real (W=4, F=4) and an untrained tiny model, saved as train."""
+    root = tmp_path_factory.mktemp("toy")
+    clusters = write_text(root / "clusters.txt", FEATURES[:-1])
+    peaks, scan = write_text(root / "peaks.bed", PEAKS), write_text(root / "scan.bed", SCAN)
+    prepare_cell_type(
+        cell_type="toy",
+        peaks=peaks,
+        motif_scan=scan,
+        cluster_names=clusters,
+        counts_column=5,
+        outdir=root / "prepared" / "toy",
+        **PREPARE,
+    )
+    torch.manual_seed(0)
+    model = build_model("tiny", **TINY, num_motif=len(FEATURES), num_regions=PREPARE["window_size"])
+    extra = {"train_feature_mean": [0.5] * len(FEATURES), "feature_names": FEATURES}
+    save_model(model, root / "model.safetensors", extra_metadata=extra)
+    config = write_cli_config(root, peaks, scan, clusters)
+    return {
+        "root": root,
+        "clusters": clusters,
+        "peaks": peaks,
+        "scan": scan,
+        "prepared": root / "prepared",
+        "model": root / "model.safetensors",
+        "config": config,
+    }
+
+
+# --------------------------------------------------------------------------- bad-input table
+
+
+@dataclass
+class Case:
+    """A command line expected to fail naming ``path`` (and ``line``) with ``expected`` text."""
+
+    argv: list[str]
+    path: Path
+    line: int | None
+    expected: str
+
+
+class Inputs:
+    """Builds one case's inputs under ``root``: the toy files, edited, and the command line."""
+
+    def __init__(self, root: Path, toy: dict[str, Path]) -> None:
+        self.root = root
+        self.toy = toy
+        self.out = root / "out"
+
+    def prepare(
+        self,
+        peaks: list[str] | bytes | None = PEAKS,
+        scan: list[str] | bytes | None = SCAN,
+        peaks_name: str = "peaks.bed",
+        scan_name: str = "scan.bed",
+        **sections,
+    ) -> tuple[list[str], Path, Path, Path]:
+        """(argv of `getdiff prepare`, peaks path, scan path, config path); None = no file."""
+        paths = []
+        for name, content in ((peaks_name, peaks), (scan_name, scan)):
+            path = self.root / name
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            elif content is not None:
+                write_text(path, content)
+            paths.append(path)
+        config = write_cli_config(self.root, *paths, self.toy["clusters"], **sections)
+        argv = ["prepare", "--config", str(config), "--cell-type", "toy", "--outdir", str(self.out)]
+        return argv, paths[0], paths[1], config
+
+    def prepared_copy(self, edit: Callable[[pa.Table], pa.Table], split: str) -> Path:
+        """A prepared dir whose ``toy/windows_{split}.parquet`` is the toy one after ``edit``."""
+        source = self.toy["prepared"] / "toy" / f"windows_{split}.parquet"
+        target = self.root / "prepared" / "toy" / source.name
+        target.parent.mkdir(parents=True)
+        pq.write_table(edit(pq.read_table(source)), target)
+        return target
+
+    def train(self, checkpoint: Path | None = None) -> list[str]:
+        """argv of `getdiff train` on the toy windows, importing ``checkpoint`` if given."""
+        config = yaml.safe_load(self.toy["config"].read_text())
+        config["model"]["pretrained_checkpoint"] = None if checkpoint is None else str(checkpoint)
+        path = self.root / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        prepared = str(self.toy["prepared"])
+        argv = ["train", "--config", str(path), "--group", "all", "--prepared-dir", prepared]
+        return [*argv, "--outdir", str(self.out)]
+
+
+def edited(lines: list[str], index: int, line: str) -> list[str]:
+    return [*lines[:index], line, *lines[index + 1 :]]
+
+
+def truncated_gzip(lines: list[str]) -> tuple[bytes, int]:
+    """gzip of the lines cut at 60%, and the line its data ends in (1-based)."""
+    data = gzip.compress(text(lines))
+    cut = data[: len(data) * 6 // 10]
+    readable = zlib.decompressobj(wbits=31).decompress(cut)
+    return cut, readable.count(b"\n") + 1
+
+
+def peaks_malformed_line(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 4, "chr1\t400"))
+    return Case(argv, peaks, 5, "expected at least 3 columns: chrom start end")
+
+
+def peaks_truncated_last_line(inputs: Inputs) -> Case:
+    data = text(PEAKS[:-1]) + b"chr11\t400\t450\tchr11_4"  # cut before its count, no EOL
+    argv, peaks, _, _ = inputs.prepare(peaks=data)
+    return Case(argv, peaks, len(PEAKS), "expected a count in column 5 (counts_column)")
+
+
+def peaks_start_not_before_end(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 4, "chr1\t450\t450\tp\t4"))
+    return Case(argv, peaks, 5, "start must be < end (0-based half-open BED)")
+
+
+def peaks_nan_count(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 4, "chr1\t400\t450\tp\tNaN"))
+    return Case(argv, peaks, 5, "expected a finite number (count) in column 5, got 'NaN'")
+
+
+def peaks_inf_count(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 4, "chr1\t400\t450\tp\tinf"))
+    return Case(argv, peaks, 5, "expected a finite number (count) in column 5, got 'inf'")
+
+
+def peaks_negative_count(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 4, "chr1\t400\t450\tp\t-3"))
+    return Case(argv, peaks, 5, "count in column 5 must be >= 0")
+
+
+def peaks_empty_file(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=b"")
+    return Case(argv, peaks, None, "no peaks found: the file is empty or holds only header lines")
+
+
+def peaks_truncated_gzip(inputs: Inputs) -> Case:
+    data, line = truncated_gzip(PEAKS)
+    argv, peaks, _, _ = inputs.prepare(peaks=data, peaks_name="peaks.bed.gz")
+    return Case(argv, peaks, line, "gzip data is truncated or corrupt")
+
+
+def peaks_not_utf8(inputs: Inputs) -> Case:
+    data = text(PEAKS).replace(b"chr1_400", b"chr1_\xff\xfe")
+    argv, peaks, _, _ = inputs.prepare(peaks=data)
+    return Case(argv, peaks, 5, "not UTF-8 text; expected a plain-text (or gzip/bgzip)")
+
+
+def peaks_file_missing(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=None, peaks_name="absent.bed")
+    return Case(argv, peaks, None, "cannot read the file: No such file or directory")
+
+
+def peaks_chromosome_naming_mismatch(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=[line.removeprefix("chr") for line in PEAKS])
+    return Case(argv, peaks, None, "(naming mismatch: the peaks use names without/with 'chr')")
+
+
+def peaks_fewer_than_window_size(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(prepare={"window_size": 7})
+    return Case(argv, peaks, None, "no chromosome has at least window_size=7 kept peaks")
+
+
+def scan_chromosome_naming_mismatch(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=[line.removeprefix("chr") for line in SCAN])
+    return Case(argv, scan, 1, "chromosome naming mismatch: the scan has '1', the peaks have")
+
+
+def scan_unknown_cluster(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, "chr1\t310\t320\tBx\t1"))
+    return Case(argv, scan, 3, "unknown motif cluster 'Bx' (closest known: B)")
+
+
+def scan_malformed_line(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, "chr1\t310\t320"))
+    return Case(argv, scan, 3, "expected at least 5 columns: chrom start end name score")
+
+
+def scan_start_not_before_end(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, "chr1\t320\t310\tA\t1"))
+    return Case(argv, scan, 3, "start must be < end (0-based half-open BED)")
+
+
+def scan_nan_score(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, "chr1\t310\t320\tA\tnan"))
+    return Case(argv, scan, 3, "score (column 5) must be a finite number")
+
+
+def scan_inf_score(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, "chr1\t310\t320\tA\tinf"))
+    return Case(argv, scan, 3, "score (column 5) must be a finite number")
+
+
+def scan_negative_score(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, "chr1\t310\t320\tA\t-1.5"))
+    return Case(argv, scan, 3, "score (column 5) must be >= 0")
+
+
+def scan_truncated_gzip(inputs: Inputs) -> Case:
+    data, line = truncated_gzip(SCAN)
+    argv, _, scan, _ = inputs.prepare(scan=data, scan_name="scan.bed.gz")
+    return Case(argv, scan, line, "gzip data is truncated or corrupt")
+
+
+def config_unknown_key(inputs: Inputs) -> Case:
+    argv, _, _, config = inputs.prepare(prepare={"windowsize": 4})
+    return Case(argv, config, None, "key 'prepare': Additional properties are not allowed")
+
+
+def config_wrong_type(inputs: Inputs) -> Case:
+    argv, _, _, config = inputs.prepare(prepare={"window_size": "four"})
+    return Case(argv, config, None, "key 'prepare.window_size': 'four' is not of type 'integer'")
+
+
+def windows_wrong_feature_width(inputs: Inputs) -> Case:
+    def narrow(table: pa.Table) -> pa.Table:
+        values = feature_matrix(table)[:, :-1].reshape(-1)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(values), len(FEATURES) - 1)
+        return table.set_column(table.schema.get_field_index("features"), "features", column)
+
+    path = inputs.prepared_copy(narrow, "test")
+    output = inputs.out / "toy.parquet"
+    argv = ["impute", "--config", str(inputs.toy["config"]), "--model"]
+    argv += [str(inputs.toy["model"]), "--cell-type", "toy", "--prepared-dir"]
+    argv += [str(path.parents[1]), "--output", str(output)]
+    return Case(argv, path, None, "expected fixed_size_list<float>[4] (one value per feature")
+
+
+def windows_of_another_window_size(inputs: Inputs) -> Case:
+    def resize(table: pa.Table) -> pa.Table:
+        meta = json.loads(table.schema.metadata[b"getdiff"])
+        meta["window_size"], meta["window_starts"], meta["score_from"] = 3, [0], [0]
+        meta["n_windows"] = 1
+        return table.replace_schema_metadata({b"getdiff": json.dumps(meta)})
+
+    path = inputs.prepared_copy(resize, "test")
+    argv = ["impute", "--config", str(inputs.toy["config"]), "--model"]
+    argv += [str(inputs.toy["model"]), "--cell-type", "toy", "--prepared-dir"]
+    argv += [str(path.parents[1]), "--output", str(inputs.out / "toy.parquet")]
+    return Case(argv, path, None, "has windows of 3 regions but the model expects 4")
+
+
+def windows_without_metadata(inputs: Inputs) -> Case:
+    path = inputs.prepared_copy(lambda table: table.replace_schema_metadata(None), "test")
+    argv = ["evaluate", "--config", str(inputs.toy["config"]), "--group", "all", "--model"]
+    argv += [str(inputs.toy["model"]), "--prepared-dir", str(path.parents[1])]
+    argv += ["--outdir", str(inputs.out)]
+    return Case(argv, path, None, "no 'getdiff' metadata: expected a file written by getdiff")
+
+
+def checkpoint_with_mismatched_shapes(inputs: Inputs) -> Case:
+    from getdiff.checkpoint import build_pretrain
+
+    other = build_pretrain("tiny", **{**TINY, "embed_dim": 32}, num_motif=len(FEATURES))
+    path = inputs.root / "checkpoint-799.pth"
+    torch.save({"model": other.v1_state_dict()}, path)
+    expected = "shape-mismatched keys ['cls_token (1, 1, 32) (model expects (1, 1, 16))'"
+    return Case(inputs.train(path), path, None, expected)
+
+
+class Opaque:
+    """An arbitrary pickled object, which torch.load(weights_only=True) must refuse."""
+
+
+def checkpoint_with_pickled_object(inputs: Inputs) -> Case:
+    path = inputs.root / "checkpoint-799.pth"
+    torch.save({"model": {"cls_token": torch.zeros(1)}, "extra": Opaque()}, path)
+    return Case(inputs.train(path), path, None, "refusing to unpickle a non-tensor object")
+
+
+def resume_checkpoint_truncated(inputs: Inputs) -> Case:
+    path = inputs.out / "checkpoints" / "last.pt"  # left by a crashed copy, not by getdiff
+    path.parent.mkdir(parents=True)
+    torch.save({"step": 1, "model": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:2000])
+    return Case(inputs.train(), path, None, "unreadable checkpoint (PytorchStreamReader failed")
+
+
+def feature_matrix(table: pa.Table) -> np.ndarray:
+    column = table.column("features").combine_chunks()
+    return column.flatten().to_numpy().reshape(len(table), -1)
+
+
+BAD_INPUTS = [
+    peaks_malformed_line,
+    peaks_truncated_last_line,
+    peaks_start_not_before_end,
+    peaks_nan_count,
+    peaks_inf_count,
+    peaks_negative_count,
+    peaks_empty_file,
+    peaks_truncated_gzip,
+    peaks_not_utf8,
+    peaks_file_missing,
+    peaks_chromosome_naming_mismatch,
+    peaks_fewer_than_window_size,
+    scan_chromosome_naming_mismatch,
+    scan_unknown_cluster,
+    scan_malformed_line,
+    scan_start_not_before_end,
+    scan_nan_score,
+    scan_inf_score,
+    scan_negative_score,
+    scan_truncated_gzip,
+    config_unknown_key,
+    config_wrong_type,
+    windows_wrong_feature_width,
+    windows_of_another_window_size,
+    windows_without_metadata,
+    checkpoint_with_mismatched_shapes,
+    checkpoint_with_pickled_object,
+    resume_checkpoint_truncated,
+]
+
+
+def files_under(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if not p.is_dir())
+
+
+@pytest.mark.parametrize("make_case", BAD_INPUTS, ids=[f.__name__ for f in BAD_INPUTS])
+def test_bad_input_exits_2_naming_file_line_and_expectation_and_writes_nothing(
+    make_case, tmp_path, toy, capsys
+):
+    case = make_case(Inputs(tmp_path, toy))
+    before = files_under(tmp_path / "out")
+    assert main(case.argv) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    where = f"{case.path}:{case.line}" if case.line is not None else str(case.path)
+    assert errors[-1].startswith(f"getdiff {case.argv[0]}: error: {where}: "), errors
+    assert case.expected in errors[-1]
+    assert files_under(tmp_path / "out") == before  # nothing written (nor removed)
+    assert list(tmp_path.rglob("*.tmp")) == []
+
+
+# --------------------------------------------------------------------------- accepted oddities
+
+
+def test_crlf_inputs_are_accepted_and_give_the_same_tensors_as_lf(tmp_path, toy):
+    lf = Inputs(tmp_path / "lf", toy)
+    crlf = Inputs(tmp_path / "crlf", toy)
+    for inputs, eol in ((lf, "\n"), (crlf, "\r\n")):
+        inputs.root.mkdir()
+        scan = gzip.compress(text(SCAN, eol))
+        argv, *_ = inputs.prepare(peaks=text(PEAKS, eol), scan=scan, scan_name="scan.bed.gz")
+        assert main(argv) == 0
+    expected = load_regions(lf.out / "regions.parquet")
+    pd.testing.assert_frame_equal(load_regions(crlf.out / "regions.parquet"), expected)
+    assert set(files_under(crlf.out)) == {p.name for p in output_paths(crlf.out).values()}
+
+
+def test_peak_chromosome_absent_from_the_scan_is_a_warning_naming_it(tmp_path, toy, caplog):
+    inputs = Inputs(tmp_path, toy)
+    argv, _, scan, _ = inputs.prepare(scan=[line for line in SCAN if not line.startswith("chr11")])
+    assert main(argv) == 0
+    warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"{scan} has no motif hit on peak chromosome(s) ['chr11']" in m for m in warning)
+    assert any("their 4 peaks get all-zero motif features" in m for m in warning)
+    test = load_regions(inputs.out / "regions.parquet").query("chrom == 'chr11'")
+    assert (test[["A", "B", "C"]] == 0).all().all()
+
+
+def test_scan_contigs_without_peaks_are_counted_not_errors(tmp_path, toy):
+    inputs = Inputs(tmp_path, toy)
+    extra = ["chrUn_KI270302v1\t10\t20\tA\t1", "chrY\t10\t20\tB\t1"]
+    argv, *_ = inputs.prepare(scan=[*SCAN, *extra])
+    assert main(argv) == 0
+    meta = load_regions(inputs.out / "regions.parquet").attrs["getdiff"]
+    assert meta["motif_scan"]["hits_on_chromosomes_without_peaks"] == 2
+
+
+# --------------------------------------------------------------------------- kill and resume
+
+MAX_STEPS, CHECKPOINT_EVERY = 400, 30
+RESUME_SETTINGS = {
+    "device": "cpu",
+    "batch_size": 2,
+    "max_steps": MAX_STEPS,
+    "warmup_steps": 10,
+    "lr": 3e-3,
+    "log_every": 100,
+    "eval_every": 25,  # best.pt predates the first last.pt: resuming must carry the best on
+    "checkpoint_every": CHECKPOINT_EVERY,
+    "val_windows": 1,
+}
+
+
+def start_training(config: Path, prepared: Path, outdir: Path) -> subprocess.Popen:
+    """`python -m getdiff train` on one thread, its stderr in ``outdir``.log."""
+    command = [sys.executable, "-m", "getdiff", "train", "--config", str(config)]
+    command += ["--group", "all", "--prepared-dir", str(prepared), "--outdir", str(outdir)]
+    with open(f"{outdir}.log", "a") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([*command, "--threads", "1"], stdout=log, stderr=log)
+
+
+def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, toy):
+    config = yaml.safe_load(toy["config"].read_text())
+    config["train"] = RESUME_SETTINGS
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    last = resumed / "checkpoints" / "last.pt"
+    # Both run at once (2 cores); the second is killed as soon as its first checkpoint exists.
+    uninterrupted = start_training(config_path, toy["prepared"], straight)
+    killed = start_training(config_path, toy["prepared"], resumed)
+    try:
+        deadline = time.monotonic() + 120
+        while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        killed.kill()
+        assert killed.wait() == -9, Path(f"{resumed}.log").read_text()
+
+        state = torch.load(last, map_location="cpu", weights_only=True)  # as train.py does
+        assert state["step"] % CHECKPOINT_EVERY == 0 and 0 < state["step"] < MAX_STEPS
+        for path in (resumed / "checkpoints").glob("[!.]*"):  # hidden: an unfinished write
+            torch.load(path, map_location="cpu", weights_only=True)
+        assert not (resumed / "model.safetensors").exists()
+
+        assert start_training(config_path, toy["prepared"], resumed).wait() == 0
+        assert uninterrupted.wait() == 0, Path(f"{straight}.log").read_text()
+    finally:
+        for process in (uninterrupted, killed):
+            process.kill()
+            process.wait()
+    assert f"resuming from {last} at step {state['step']}" in Path(f"{resumed}.log").read_text()
+    expected = load_file(straight / "model.safetensors")
+    got = load_file(resumed / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+# --------------------------------------------------------------------------- Snakemake
+
+
+@pytest.mark.slow
+def test_failed_prepare_job_leaves_no_outputs_and_a_rerun_completes(tmp_path):
+    write_demo_data(tmp_path / "demo", 3000, chromosomes=["chr1", "chr10", "chr11"], seed=0)
+    config = write_config(
+        tmp_path,
+        ["demo_liver"],
+        demo={"enabled": False},
+        prepare={"max_span": 250_000_000, "window_size": 200},
+    )
+    peaks = tmp_path / "demo" / "peaks" / "demo_liver.narrowPeak.gz"
+    good = peaks.read_bytes()
+    lines = gzip.decompress(good).decode().split("\n")
+    fields = lines[56].split("\t")
+    lines[56] = "\t".join([fields[0], fields[2], fields[1], *fields[3:]])  # start > end
+    peaks.write_bytes(gzip.compress("\n".join(lines).encode()))
+    outputs = output_paths(tmp_path / "results" / "prepare" / "demo_liver")
+    target = str(outputs["regions"].relative_to(tmp_path))
+
+    failed = snakemake(tmp_path, target, "--cores", "1", "--configfile", config, check=False)
+    assert failed.returncode != 0
+    report = failed.stdout + failed.stderr
+    assert "Error in rule prepare" in report
+    assert "log: results/logs/prepare/demo_liver.log" in report
+    assert files_under(outputs["regions"].parent) == []
+    log = (tmp_path / "results" / "logs" / "prepare" / "demo_liver.log").read_text()
+    assert "demo/peaks/demo_liver.narrowPeak.gz:57: start must be < end" in log
+
+    peaks.write_bytes(good)
+    snakemake(tmp_path, target, "--cores", "1", "--configfile", config)
+    assert all(path.is_file() for path in outputs.values())
+    assert files_under(outputs["regions"].parent) == sorted(p.name for p in outputs.values())
