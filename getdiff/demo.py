@@ -16,7 +16,8 @@ chromosome size. Generative model (one site universe; each cell type keeps the s
 of its peaks, plus its own specific sites):
 
 1. Along each chromosome, K=3 latent factors z(i) vary slowly with the site index i (Gaussian
-   smoothing of white noise, sd ~ 400 peaks: a window-scale "chromatin domain" signal).
+   smoothing of white noise, sd ~1500 peaks: a chromatin-domain signal that changes little
+   within one 900-peak window and more between windows).
 2. Cluster c has a hit in site i with probability sigmoid(b_c + a_c . z(i)): a sparse base rate
    (0.5-8%, so most clusters are 0 in a peak) and cluster-specific loadings, so motif content
    co-varies with the latent along the genome. A present cluster contributes 1 + Poisson(0.3)
@@ -24,7 +25,7 @@ of its peaks, plus its own specific sites):
    anywhere (mostly between peaks).
 3. Cell type k: log mean count = m_k + sum_c W_kc [hit of c] + beta_k . z(i) + 0.55 eps_ik, with
    W_k sparse (shared and cell-type-specific clusters), beta_k cell-type-specific, and eps
-   region-level noise with weak short-range autocorrelation; counts = 1 + Poisson(mean x
+   region-level white noise (partly shared by the cell types); counts = 1 + Poisson(mean x
    Gamma(10, 1/10)).
 
 A masked region's accessibility is thus partly predictable from the window as a whole (the
@@ -90,7 +91,7 @@ CELL_TYPES = ("demo_myeloid", "demo_liver", "demo_lymphoid")
 COUNTS_COLUMN = 7
 SHARED_FRACTION = 0.6
 N_FACTORS = 3
-LATENT_SD_PEAKS = 400.0  # smoothing scale of the latent, in peaks of one cell type
+LATENT_SD_PEAKS = 1500.0  # smoothing scale of the latent, in peaks of one cell type
 NOISE_SD = 0.55
 WINDOW_SIZE = 900
 
@@ -144,7 +145,7 @@ def _cell_type_model(rng: np.random.Generator, n_clusters: int) -> dict[str, np.
     for k in range(len(CELL_TYPES)):
         own = rng.choice(np.setdiff1d(np.arange(n_clusters), shared), 20, replace=False)
         weights[k, own] = 0.35 * rng.standard_normal(20)
-    beta = np.array([[0.6, 0.4, 0.0], [0.6, -0.3, 0.4], [0.6, 0.0, -0.4]])
+    beta = np.array([[1.2, 0.8, 0.0], [1.2, -0.6, 0.8], [1.2, 0.0, -0.8]])
     return {"base": base, "loadings": loadings, "weights": weights, "beta": beta}
 
 
@@ -183,12 +184,10 @@ def _chromosome(
     hits = {key: value[order] for key, value in hits.items()}
 
     motif_term = present.astype(np.float32) @ model["weights"].T.astype(np.float32)
-    short = _smooth_noise(rng, n_sites, 1, 1.5)[:, 0]
-    shared_noise = np.sqrt(0.7) * rng.standard_normal(n_sites) + np.sqrt(0.3) * short
+    shared_noise = rng.standard_normal(n_sites)
     counts = np.zeros((n_sites, len(CELL_TYPES)), dtype=np.int64)
     for k in range(len(CELL_TYPES)):
-        own_short = _smooth_noise(rng, n_sites, 1, 1.5)[:, 0]
-        own = np.sqrt(0.7) * rng.standard_normal(n_sites) + np.sqrt(0.3) * own_short
+        own = rng.standard_normal(n_sites)
         eps = 0.6 * shared_noise + 0.8 * own
         specific = owner == k
         eta = (

@@ -35,11 +35,11 @@ from getdiff.impute import (
     check_compatible,
     impute_windows,
     region_rows,
-    resolve_device,
 )
 from getdiff.io import atomic_dir, atomic_path
 from getdiff.model import load_model, model_metadata
 from getdiff.tensors import WindowSet, load_window_set
+from getdiff.train import resolve_device
 
 log = logging.getLogger(__name__)
 

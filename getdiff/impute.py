@@ -38,6 +38,7 @@ from getdiff.io import atomic_path
 from getdiff.model import load_model
 from getdiff.peaks import read_bed_regions
 from getdiff.tensors import WindowSet, load_window_set, to_raw_units
+from getdiff.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +64,6 @@ class SamplerSettings:
             seed=section["seed"],
             batch_size=section["batch_size"],
         )
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` = CUDA when present, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GetdiffError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def check_compatible(model: torch.nn.Module, windows: WindowSet, path: str | Path) -> None:
