@@ -154,7 +154,8 @@ def _add_overlaps(
     real = peaks.ends[pos] > hit_start[hit]  # only false when peaks nest
     hit, pos = hit[real], pos[real]
     np.add.at(flat, peaks.rows[pos] * n_clusters + cluster[hit], score[hit])
-    return int(len(np.unique(hit)))
+    # hit is sorted: count distinct values without np.unique's extra sort.
+    return int(np.count_nonzero(np.diff(hit))) + 1 if len(hit) else 0
 
 
 def _count_header_lines(path: str | Path) -> int:

@@ -248,7 +248,7 @@ def write_region_table(
     table = pa.table(columns).replace_schema_metadata(
         _schema_metadata({"format": REGIONS_FORMAT, **meta})
     )
-    pq.write_table(table, path, compression="zstd")
+    pq.write_table(table, path, compression="zstd", use_dictionary=False)
 
 
 def write_window_set(
@@ -273,7 +273,7 @@ def write_window_set(
         "score_from": [int(s) for s in score_from],
     }
     table = pa.table(columns).replace_schema_metadata(_schema_metadata(full))
-    pq.write_table(table, path, compression="zstd")
+    pq.write_table(table, path, compression="zstd", use_dictionary=False)
 
 
 # --------------------------------------------------------------------------- loading

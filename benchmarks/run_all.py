@@ -1,0 +1,395 @@
+"""Run every benchmark and write ``benchmarks/RESULTS.md`` (the one documented command).
+
+    python benchmarks/run_all.py            # or: make benchmark   (about 8-10 min on 2 cores)
+    python benchmarks/run_all.py --quick    # seconds; writes benchmarks/out/RESULTS.quick.md
+
+Each benchmark runs in its own child process (``bench_train_step.py``, ``bench_prepare.py``,
+``bench_impute.py``; their docstrings say what they measure) and prints JSON; this script
+collects it into Markdown tables with the machine (lscpu model, cores), date, command, torch
+version and the load average before and after (other processes skew CPU timings: run it on a
+quiet machine). Raw JSON goes to ``benchmarks/out/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+# (preset, batch) of the training-step comparison; (preset, batch, steps) of the memory runs.
+TRAIN_CASES = [("tiny", 8, 5), ("mid", 2, 4)]
+MEMORY_CASES = [("tiny", 8, "getdiff"), ("mid", 2, "getdiff"), ("mid", 2, "getdiff-bf16")]
+MEMORY_CASES += [("spec", 1, "getdiff"), ("spec", 1, "getdiff-lora")]
+PREPARE_CASES = [(100_000, 1_000_000, 3), (100_000, 10_000_000, 1)]
+# (preset, method, steps, windows, bf16)
+IMPUTE_CASES = [
+    ("tiny", "one-step", 1, 16, False),
+    ("tiny", "ddim", 50, 4, False),
+    ("mid", "one-step", 1, 4, False),
+    ("mid", "one-step", 1, 4, True),
+    ("mid", "ddim", 50, 1, False),
+]
+
+
+def machine() -> dict:
+    """CPU model and core count (lscpu), Python / torch / numpy versions, date, load."""
+    import numpy
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    flags = ""
+    if Path("/proc/cpuinfo").exists():
+        text = Path("/proc/cpuinfo").read_text()
+        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in text)
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "cpu_flags": flags,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_before": os.getloadavg(),
+    }
+
+
+def run_json(script: str, *args: object) -> dict:
+    """Run ``benchmarks/<script> args`` with this Python; its stdout parsed as JSON."""
+    command = [sys.executable, str(HERE / script), *map(str, args)]
+    print("$", shlex.join(["python", f"benchmarks/{script}", *map(str, args)]), flush=True)
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"{script} failed (exit code {done.returncode})")
+    result = json.loads(done.stdout)
+    result["command"] = shlex.join(["python", f"benchmarks/{script}", *map(str, args)])
+    print(f"  done in {time.perf_counter() - began:.1f} s", flush=True)
+    return result
+
+
+def collect(quick: bool, threads: int, workdir: Path) -> dict:
+    results: dict = {"machine": machine(), "train": [], "memory": [], "prepare": [], "impute": []}
+    common = ["--threads", threads]
+    prepare_dir = ["--outdir", workdir / "prepare"]
+    have_bedtools = shutil.which("bedtools") is not None
+    if not have_bedtools:
+        print("bedtools not found: the prepare benchmark is skipped", flush=True)
+    if quick:
+        jobs = [
+            ("train", "bench_train_step.py", ["--quick", *common]),
+            ("memory", "bench_train_step.py", ["--quick", "--memory", *common]),
+            ("prepare", "bench_prepare.py", ["--quick", *prepare_dir]),
+            ("impute", "bench_impute.py", ["--quick", *common]),
+        ]
+    else:
+        jobs = [
+            ("train", "bench_train_step.py", ["--preset", p, "--batch", b, "--repeats", r, *common])
+            for p, b, r in TRAIN_CASES
+        ]
+        jobs += [
+            (
+                "memory",
+                "bench_train_step.py",
+                ["--memory", "--preset", p, "--batch", b, "--steps", 2, "--variants", v, *common],
+            )
+            for p, b, v in MEMORY_CASES
+        ]
+        jobs += [
+            (
+                "prepare",
+                "bench_prepare.py",
+                ["--peaks", p, "--hits", h, "--repeats", r, *prepare_dir],
+            )
+            for p, h, r in PREPARE_CASES
+        ]
+        jobs += [
+            (
+                "impute",
+                "bench_impute.py",
+                ["--preset", p, "--method", m, "--steps", s, "--windows", w]
+                + ["--batch-size", min(8, w), *(["--bf16"] if bf16 else []), *common],
+            )
+            for p, m, s, w, bf16 in IMPUTE_CASES
+        ]
+    for section, script, args in jobs:
+        if section == "prepare" and not have_bedtools:
+            continue
+        results[section].append(run_json(script, *args))
+    results["machine"]["load_after"] = os.getloadavg()
+    return results
+
+
+# --- Markdown ----------------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def targets(results: dict) -> list[str]:
+    """The issue's targets, each with the measured number and met / not met."""
+    lines = []
+    for run in results["train"]:
+        if run["preset"] != "mid":
+            continue
+        v = run["variants"]
+        fp32 = v.get("getdiff", {}).get("speedup_vs_reference")
+        best = max(
+            (name for name in v if "speedup_vs_reference" in v[name]),
+            key=lambda name: v[name]["speedup_vs_reference"],
+        )
+        ratio, paired = v[best]["speedup_vs_reference"], v[best]["speedup_paired_median"]
+        lines.append(
+            f"- Training step >= 2x the reference at the mid preset: "
+            f"{'met' if ratio >= 2 else 'not met'} with {best}: {ratio:.2f}x (paired {paired:.2f}x)"
+            + (f"; plain fp32 getdiff: {fp32:.2f}x" if fp32 is not None else "")
+        )
+    for run in results["prepare"]:
+        ratio = run["tools"]["getdiff-aggregate"]["speedup_vs_bedtools"]
+        whole = run["tools"].get("getdiff-prepare", {}).get("speedup_vs_bedtools")
+        lines.append(
+            f"- Motif aggregation >= 5x bedtools at {run['peaks']:,} peaks x {run['hits']:,} "
+            f"hits: {'met' if ratio >= 5 else 'not met'} — {ratio:.2f}x wall time"
+            + (f" (whole prepare stage: {whole:.2f}x)" if whole is not None else "")
+        )
+    return lines
+
+
+def render(results: dict, command: str, seconds: float) -> str:
+    m = results["machine"]
+    load = ", ".join(f"{x:.2f}" for x in m["load_before"])
+    load_after = ", ".join(f"{x:.2f}" for x in m["load_after"])
+    parts = [
+        "# Benchmark results",
+        "",
+        f"- Command: `{command}` ({seconds / 60:.1f} min in all)",
+        f"- Date: {m['date']}",
+        f"- Machine: {m['cpu']}, {m['cores']} cores ({m['cpu_flags']}); "
+        f"Python {m['python']}, torch {m['torch']}, numpy {m['numpy']}",
+        f"- Load average (1, 5, 15 min) before: {load}; after: {load_after}. "
+        "CPU timings are only comparable on a quiet machine; ratios are measured within one run.",
+        "",
+        "Per-benchmark commands are listed under each table; the raw numbers are in "
+        "`benchmarks/out/results.json`. What each benchmark measures: `benchmarks/README.md`.",
+        "",
+        "## Targets (issue 7)",
+        "",
+        *targets(results),
+    ]
+
+    parts += ["", "## 1. Training step: getdiff vs the reference implementation", ""]
+    peak = results["train"][0].get("peak_gflops", {})
+    parts.append(
+        f"Measured matmul peak (2048^3 `torch.mm`, {results['train'][0]['threads']} thread(s)): "
+        f"fp32 {peak.get('fp32', float('nan')):.0f} GFLOP/s, "
+        f"bf16 {peak.get('bf16', float('nan')):.0f} GFLOP/s. MFU = model FLOPs per step "
+        "(6 x matmul MACs-equivalent, attention included) / step time / peak. Speed-up = "
+        "median reference step / median variant step; paired = median over repeats of the "
+        "per-repeat ratio."
+    )
+    for run in results["train"]:
+        rows = []
+        for name, v in run["variants"].items():
+            rows.append(
+                [
+                    name,
+                    v["step_s"],
+                    v["forward_s"],
+                    v["backward_s"],
+                    v["optim_s"],
+                    v["tokens_per_s"],
+                    v["gflops"],
+                    f"{100 * v.get('mfu_fp32_peak', float('nan')):.0f}%",
+                    f"{100 * v['mfu_bf16_peak']:.0f}%" if "mfu_bf16_peak" in v else "",
+                    f"{v['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in v else "1",
+                    f"{v['speedup_paired_median']:.2f}x" if "speedup_paired_median" in v else "",
+                ]
+            )
+        parts += [
+            "",
+            f"**{run['preset']}** (d={run['embed_dim']}, {run['num_layers']} layers, "
+            f"{run['regions']} regions, batch {run['batch']}, {run['step_gflop']:.1f} GFLOP/step, "
+            f"median of {run['repeats']} after 1 warm-up)",
+            "",
+            _table(
+                [
+                    "variant",
+                    "step s",
+                    "fwd s",
+                    "bwd+clip s",
+                    "AdamW s",
+                    "tokens/s",
+                    "GFLOP/s",
+                    "MFU fp32",
+                    "MFU bf16",
+                    "speed-up",
+                    "paired",
+                ],
+                rows,
+            ),
+            "",
+            f"`{run['command']}`",
+        ]
+
+    parts += ["", "## 2. Prepare stage vs bedtools", ""]
+    for run in results["prepare"]:
+        rows = []
+        for name, v in run["tools"].items():
+            rows.append(
+                [
+                    name,
+                    v["wall_s"],
+                    v.get("in_process_s", ""),
+                    v["max_process_rss_mib"],
+                    v["tree_rss_sampled_mib"],
+                    f"{v['speedup_vs_bedtools']:.2f}x" if "speedup_vs_bedtools" in v else "1",
+                ]
+            )
+        check = run["check"]
+        parts += [
+            f"**{run['peaks']:,} peaks x {run['hits']:,} motif hits** ({run['scan_mib']:.0f} MiB "
+            f"scan; median of {run['repeats']}; {run['bedtools_version']}). Output check: "
+            f"{check['pairs_compared']:,} (peak, cluster) sums equal "
+            f"(max relative difference {check['max_relative_difference']:.1e}; no other "
+            "non-zero entry in getdiff's matrix).",
+            "",
+            _table(
+                [
+                    "tool",
+                    "wall s",
+                    "in-process s",
+                    "max process RSS MiB",
+                    "tree RSS MiB (sampled)",
+                    "speed-up",
+                ],
+                rows,
+            ),
+            "",
+            f"`{run['command']}`",
+            "",
+        ]
+    if results["prepare"]:
+        parts.append(f"bedtools pipeline: `{results['prepare'][0]['bedtools_pipeline']}`")
+    else:
+        parts.append("Not run: bedtools was not found (Debian: `apt-get install -y bedtools`).")
+
+    parts += ["", "## 3. Imputation (`impute_windows`, two complementary masks per window)", ""]
+    rows = [
+        [
+            r["preset"],
+            r["method"],
+            r["steps"],
+            "bf16" if r["bf16_autocast"] else "fp32",
+            r["windows"],
+            r["batch_size"],
+            r["forwards_per_window"],
+            r["windows_per_s"],
+            r["seconds_per_window"],
+        ]
+        for r in results["impute"]
+    ]
+    parts += [
+        _table(
+            [
+                "preset",
+                "sampler",
+                "steps",
+                "precision",
+                "windows",
+                "batch",
+                "forwards/window",
+                "windows/s",
+                "s/window",
+            ],
+            rows,
+        ),
+        "",
+        *[f"`{r['command']}`  " for r in results["impute"]],
+        "",
+    ]
+    parts += ["", "## 4. Peak memory of training (CPU RSS)", ""]
+    rows = [
+        [
+            r["preset"],
+            r["variant"],
+            r["batch"],
+            r["regions"],
+            r["steps"],
+            r["rss_after_import_mib"],
+            r["peak_rss_mib"],
+        ]
+        for r in results["memory"]
+    ]
+    parts += [
+        "Peak resident set size of a fresh process (ru_maxrss) that builds the model and runs "
+        "training steps (AdamW state included); `after import` is before the model exists.",
+        "",
+        _table(
+            ["preset", "variant", "batch", "regions", "steps", "after import MiB", "peak MiB"], rows
+        ),
+        "",
+        *[f"`{r['command']}`  " for r in results["memory"]],
+    ]
+
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run at tiny sizes")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    parser.add_argument("--output", type=Path, default=None, help="Markdown file to write")
+    parser.add_argument("--workdir", type=Path, default=OUT, help="raw JSON, generated inputs")
+    parser.add_argument(
+        "--render", type=Path, default=None, help="only rewrite the Markdown from this results.json"
+    )
+    args = parser.parse_args(argv)
+    workdir = args.workdir
+    output = args.output or (workdir / "RESULTS.quick.md" if args.quick else HERE / "RESULTS.md")
+    if args.render:
+        results = json.loads(args.render.read_text())
+    else:
+        command = shlex.join(["python", "benchmarks/run_all.py", *(argv or sys.argv[1:])])
+        began = time.perf_counter()
+        results = collect(args.quick, args.threads, workdir)
+        results["run"] = {"command": command, "seconds": time.perf_counter() - began}
+        workdir.mkdir(parents=True, exist_ok=True)
+        raw = workdir / ("results.quick.json" if args.quick else "results.json")
+        raw.write_text(json.dumps(results, indent=1))
+    seconds = results["run"]["seconds"]
+    text = render(results, results["run"]["command"], seconds)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)
+    print(f"wrote {output} ({seconds / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
