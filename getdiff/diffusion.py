@@ -47,6 +47,11 @@ class GaussianDiffusion:
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
         self._device_cache: dict[torch.device, torch.Tensor] = {}
 
+    @classmethod
+    def from_config(cls, section: dict) -> GaussianDiffusion:
+        """From the config's ``diffusion:`` section (``mask_ratio`` is the caller's)."""
+        return cls(section["num_timesteps"], section["beta_start"], section["beta_end"])
+
     def _abar(self, t: torch.Tensor) -> torch.Tensor:
         """abar_t as float32 on t's device, shaped (B, 1, 1) to broadcast over (B, R, F)."""
         table = self._device_cache.get(t.device)

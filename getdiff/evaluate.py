@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from getdiff.config import add_config_arguments, config_from_args, train_groups
+from getdiff.config import add_config_arguments, config_from_args, load_cell_types, train_groups
 from getdiff.diffusion import GaussianDiffusion, complementary_masks
 from getdiff.errors import GetdiffError, InputError
 from getdiff.impute import (
@@ -244,10 +245,6 @@ def evaluate_group(
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch
-
-    from getdiff.config import load_cell_types
-
     config = config_from_args(args)
     torch.set_num_threads(args.threads)
     section = config["evaluate"]
@@ -259,11 +256,7 @@ def run(args: argparse.Namespace) -> None:
     paths = {
         ct: Path(args.prepared_dir) / ct / f"windows_{split}.parquet" for ct in members[args.group]
     }
-    diffusion = GaussianDiffusion(
-        config["diffusion"]["num_timesteps"],
-        config["diffusion"]["beta_start"],
-        config["diffusion"]["beta_end"],
-    )
+    diffusion = GaussianDiffusion.from_config(config["diffusion"])
     result = evaluate_group(
         args.model,
         paths,

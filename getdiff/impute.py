@@ -263,11 +263,7 @@ def run(args: argparse.Namespace) -> None:
     section = config["impute"]
     prepared = Path(args.prepared_dir) / args.cell_type
     paths = {split: prepared / f"windows_{split}.parquet" for split in section["splits"]}
-    diffusion = GaussianDiffusion(
-        config["diffusion"]["num_timesteps"],
-        config["diffusion"]["beta_start"],
-        config["diffusion"]["beta_end"],
-    )
+    diffusion = GaussianDiffusion.from_config(config["diffusion"])
     impute_cell_type(
         args.model,
         paths,

@@ -437,9 +437,7 @@ def train(
     ]
     fingerprint = _config_fingerprint(config, cell_types, inputs)
 
-    diffusion = GaussianDiffusion(
-        **{k: config["diffusion"][k] for k in ("num_timesteps", "beta_start", "beta_end")}
-    )
+    diffusion = GaussianDiffusion.from_config(config["diffusion"])
     mask_ratio = config["diffusion"]["mask_ratio"]
     seed = settings["seed"]
     batch_size, max_steps = settings["batch_size"], settings["max_steps"]

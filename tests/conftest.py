@@ -1,5 +1,6 @@
 """Shared pytest fixtures and helpers.
 
+- ``one_torch_thread`` (autouse): torch runs on one thread in every test.
 - ``write_lines(path, lines, gz=False)``: write text lines (helper, importable as a fixture).
 - ``tiny_clusters``: a 3-name cluster file (``A``, ``B``, ``C``) for hand-computed cases.
 - ``small_demo``: demo inputs written once per session (600 peaks per cell type on chr1, chr10,
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 
 from getdiff.demo import write_demo_data
 
@@ -29,6 +31,17 @@ def _write_lines(path: Path, lines: Sequence[str], gz: bool = False, eol: str = 
     else:
         path.write_bytes(data)
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests use tiny tensors: one intra-op thread is fastest, and on a 2-core machine with the
+    other core busy, 2 threads made tiny ops ~100x slower. Reset around every test, since some
+    tests (and the CLI in-process) set torch's thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

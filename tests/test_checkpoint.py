@@ -20,15 +20,6 @@ from getdiff.model import build_model
 F = 283
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny ops run ~100x slower with 2 intra-op threads when the other core is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class NotATensor:
     """A pickled object that weights_only loading must refuse."""
 

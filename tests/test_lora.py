@@ -15,15 +15,6 @@ from getdiff.model import GETRegionDiffusion, build_model, save_model
 F = 283
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny ops run ~100x slower with 2 intra-op threads when the other core is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A GET-format checkpoint with random weights, so LoRA starts from a 'pretrained' net."""

@@ -22,15 +22,6 @@ from getdiff.model import (
 F = 283
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny ops run ~100x slower with 2 intra-op threads when the other core is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def active_model(seed: int = 0, **overrides) -> GETRegionDiffusion:
     """Tiny model in eval mode whose adaLN is non-zero, so blocks mix regions and depend on t."""
     torch.manual_seed(seed)

@@ -84,15 +84,6 @@ def write_cli_config(directory: Path, peaks: Path, scan: Path, clusters: Path, *
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread; restore torch's setting after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> dict[str, Path]:
     """The toy inputs prepared for real (W=4, F=4) and an untrained tiny model, saved as train."""

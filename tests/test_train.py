@@ -76,15 +76,6 @@ def prepared(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread; restore torch's setting after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_config(use_lora: bool = True, **train_settings) -> dict:
     settings = {
         "batch_size": 4,
