@@ -333,6 +333,11 @@ def build_training_model(config: dict[str, Any], num_motif: int, window_size: in
     if settings["use_lora"]:
         from getdiff.lora import apply_lora
 
+        if not settings["pretrained_checkpoint"]:
+            log.warning(
+                "model.use_lora is true but no model.pretrained_checkpoint is set: LoRA will adapt "
+                "randomly initialised, frozen base weights (set use_lora: false to train them all)"
+            )
         lora = settings["lora"]
         model = apply_lora(
             model, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"], adaln=lora["adaln"]
