@@ -36,8 +36,10 @@ Not on the attention probabilities (GET pretrained with attn_drop 0; DiT uses no
 which also keeps ``scaled_dot_product_attention`` on its fused kernels. ``eval()`` turns it off.
 
 Initialisation without a checkpoint follows DiT: xavier-uniform linears with zero bias, N(0, 0.02)
-timestep MLP, zero adaLN (each block starts as the identity) and N(0, 0.02) tokens. Unlike DiT,
-``head_mask`` is not zeroed: there is no final adaLN layer here and the target is x0, not noise.
+timestep MLP, zero adaLN (each block starts as the identity) and N(0, 0.02) tokens; ``head_mask``
+weights start at zero as DiT's final layer does, so training starts from predicting 0 for every
+feature (with a xavier head the first ~100 steps only shrank random outputs of ~0.6 against data
+of ~0.07; on the demo, zero init gave a better model in the same 1000 steps).
 """
 
 from __future__ import annotations
@@ -256,6 +258,8 @@ class GETRegionDiffusion(nn.Module):
         for block in self.encoder.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        # Zero head (as DiT's final layer): the first prediction is 0, not random noise.
+        nn.init.zeros_(self.head_mask.weight)
 
     def embed_tokens(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, R, F), (B, R) -> (B, 1 + R, d): region embeddings (+ mask_token where masked)."""

@@ -23,13 +23,15 @@ F = 283
 
 
 def active_model(seed: int = 0, **overrides) -> GETRegionDiffusion:
-    """Tiny model in eval mode whose adaLN is non-zero, so blocks mix regions and depend on t."""
+    """Tiny model in eval mode whose adaLN and head are non-zero (both start at zero), so blocks
+    mix regions, depend on t, and the output shows it."""
     torch.manual_seed(seed)
     model = build_model("tiny", dropout=0.0, **overrides).eval()
     with torch.no_grad():
         for block in model.encoder.blocks:
             block.adaLN_modulation[-1].weight.normal_(std=0.1)
             block.adaLN_modulation[-1].bias.normal_(std=0.5)
+        model.head_mask.weight.normal_(std=0.1)
     return model
 
 
@@ -198,6 +200,7 @@ def test_dropout_acts_in_training_mode_only():
     with torch.no_grad():
         for block in model.encoder.blocks:
             block.adaLN_modulation[-1].bias.fill_(1.0)
+        model.head_mask.weight.normal_(std=0.1)  # it starts at zero
     x, mask, t = batch()
     model.train()
     assert not torch.equal(model(x, mask, t), model(x, mask, t))
