@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+
+import numpy as np
 
 
 class GetdiffError(Exception):
@@ -22,3 +25,17 @@ class InputError(GetdiffError):
 
 class ConfigError(GetdiffError):
     """Bad configuration: names the key (dotted path) and what was expected."""
+
+
+def raise_first_bad_line(
+    path: str | Path, lines: np.ndarray, checks: Iterable[tuple[np.ndarray, str]]
+) -> None:
+    """Raise InputError for the earliest line failing any check (mask True = bad), with that
+    check's message; ``lines`` holds the file line number of each row the masks cover."""
+    best: tuple[int, str] | None = None
+    for bad, message in checks:
+        hits = np.flatnonzero(bad)
+        if len(hits) and (best is None or lines[hits[0]] < best[0]):
+            best = (int(lines[hits[0]]), message)
+    if best is not None:
+        raise InputError(path, best[1], best[0])

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from getdiff.errors import InputError
+from getdiff.errors import InputError, raise_first_bad_line
 from getdiff.io import is_gzipped, open_text, reading
 from getdiff.peaks import HEADER_PATTERN, genome_order, harmonise_chrom
 
@@ -188,16 +188,6 @@ def _float_column(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(values.astype(str), errors="coerce").to_numpy(np.float64)
 
 
-def _first_bad(path: str | Path, lines: np.ndarray, checks: list[tuple[np.ndarray, str]]) -> None:
-    best: tuple[int, str] | None = None
-    for bad, message in checks:
-        hits = np.flatnonzero(bad)
-        if len(hits) and (best is None or lines[hits[0]] < best[0]):
-            best = (int(lines[hits[0]]), message)
-    if best is not None:
-        raise InputError(path, best[1], best[0])
-
-
 @dataclass
 class _Hits:
     """One validated chunk of the scan."""
@@ -257,7 +247,7 @@ def _checked(
     path: str | Path, where: np.ndarray, no_lines: bool, checks: list[tuple[np.ndarray, str]]
 ) -> None:
     if not no_lines:
-        _first_bad(path, where, checks)
+        raise_first_bad_line(path, where, checks)
         return
     for bad, message in checks:
         if bad.any():

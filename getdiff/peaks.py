@@ -20,13 +20,13 @@ truncated or corrupt gzip, not UTF-8). Unsorted input is accepted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from getdiff.errors import InputError
+from getdiff.errors import InputError, raise_first_bad_line
 from getdiff.io import open_text, reading
 
 DEFAULT_CHROMOSOMES: tuple[str, ...] = tuple(f"chr{i}" for i in range(1, 23)) + ("chrX",)
@@ -58,19 +58,6 @@ def genome_order(chrom: pd.Series, start: np.ndarray, end: np.ndarray) -> np.nda
     return np.lexsort((end, start, rank))
 
 
-def _first_error(
-    path: str | Path, lines: np.ndarray, checks: Iterable[tuple[np.ndarray, str]]
-) -> None:
-    """Raise for the earliest line failing any check (mask True = bad) with that check's message."""
-    best: tuple[int, str] | None = None
-    for bad, message in checks:
-        hits = np.flatnonzero(bad)
-        if len(hits) and (best is None or lines[hits[0]] < best[0]):
-            best = (int(lines[hits[0]]), message)
-    if best is not None:
-        raise InputError(path, best[1], best[0])
-
-
 def read_bed_fields(path: str | Path, what: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Split a BED-like text file into string fields (columns 0..k) and its data lines' numbers.
 
@@ -96,7 +83,7 @@ def parse_coordinates(
         missing = np.ones(len(fields), dtype=bool)
     else:
         missing = fields[2].isna().to_numpy()
-    _first_error(path, numbers, [(missing, f"expected at least {columns}")])
+    raise_first_bad_line(path, numbers, [(missing, f"expected at least {columns}")])
     checks = []
     coords = {}
     for col, label in ((1, "start"), (2, "end")):
@@ -109,7 +96,7 @@ def parse_coordinates(
     start, end = coords["start"], coords["end"]
     checks.append(((start < 0) | (end < 0), "coordinates must be >= 0 (0-based BED)"))
     checks.append((start >= end, "start must be < end (0-based half-open BED)"))
-    _first_error(path, numbers, checks)
+    raise_first_bad_line(path, numbers, checks)
     return pd.DataFrame({"chrom": fields[0].astype(str), "start": start, "end": end})
 
 
@@ -121,7 +108,7 @@ def parse_count_values(
     bad = ~np.isfinite(values)
     hits = np.flatnonzero(bad)
     shown = repr(text.iloc[hits[0]]) if len(hits) else ""
-    _first_error(
+    raise_first_bad_line(
         path,
         numbers,
         [
@@ -175,7 +162,7 @@ def read_peak_file(path: str | Path, counts_column: int | None = None) -> pd.Dat
             missing = np.ones(len(table), dtype=bool)
         else:
             missing = fields[index].isna().to_numpy()
-        _first_error(
+        raise_first_bad_line(
             path,
             numbers,
             [(missing, f"expected a count in column {counts_column} (counts_column)")],
@@ -194,7 +181,7 @@ def read_counts_file(path: str | Path) -> pd.DataFrame:
     missing = (
         fields[3].isna().to_numpy() if fields.shape[1] > 3 else np.ones(len(fields), dtype=bool)
     )
-    _first_error(path, numbers, [(missing, "expected 4 columns: chrom start end count")])
+    raise_first_bad_line(path, numbers, [(missing, "expected 4 columns: chrom start end count")])
     table = parse_coordinates(path, fields, numbers, "4 columns: chrom start end count")
     table["counts"] = parse_count_values(path, fields[3], numbers, 4)
     table["line"] = numbers
