@@ -220,7 +220,6 @@ def evaluate_group(
     predictions = {
         p: np.concatenate([np.asarray(pred[p]) for pred in predictions_all]) for p in PREDICTORS
     }
-    accessibility = names.index(ACCESSIBILITY) if ACCESSIBILITY in names else len(names) - 1
     result = {
         "model": str(model_path),
         "split": split,

@@ -103,7 +103,7 @@ class WindowData:
         return self.features[self.starts[index, None] + offsets]
 
 
-def load_windows(
+def load_split_windows(
     prepared_dir: str | Path, cell_types: list[str], split: str, device: torch.device
 ) -> WindowData:
     """Read ``{prepared_dir}/{cell_type}/windows_{split}.parquet`` for each cell type and stack."""
@@ -428,8 +428,8 @@ def train(
     use_autocast = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast)
 
-    train_data = load_windows(prepared_dir, cell_types, "train", device)
-    val_data = load_windows(prepared_dir, cell_types, "validation", device)
+    train_data = load_split_windows(prepared_dir, cell_types, "train", device)
+    val_data = load_split_windows(prepared_dir, cell_types, "validation", device)
     if len(train_data) == 0:
         raise InputError(prepared_dir, f"no training windows for cell types {cell_types}")
     if val_data.feature_names != train_data.feature_names:

@@ -20,7 +20,7 @@ from getdiff.tensors import load_window_set, write_window_set
 from getdiff.train import (
     HISTORY_COLUMNS,
     EpochSampler,
-    load_windows,
+    load_split_windows,
     lr_factor,
     masked_pearson,
     train,
@@ -125,7 +125,7 @@ def test_model_metadata_holds_cell_types_features_and_training_mean(prepared, tm
     meta = model_metadata(tmp_path / "model.safetensors")
     assert meta["cell_types"] == CELL_TYPES
     assert meta["feature_names"] == FEATURE_NAMES
-    stacked = load_windows(prepared, CELL_TYPES, "train", torch.device("cpu")).features
+    stacked = load_split_windows(prepared, CELL_TYPES, "train", torch.device("cpu")).features
     np.testing.assert_allclose(meta["train_feature_mean"], stacked.double().mean(0).numpy())
     assert meta["diffusion"]["num_timesteps"] == 1000
 
@@ -288,7 +288,7 @@ def test_missing_window_file_is_an_input_error_naming_it(prepared, tmp_path):
 def test_windows_of_cell_types_are_stacked_with_offset_starts(prepared):
     from getdiff.tensors import load_window_set
 
-    data = load_windows(prepared, CELL_TYPES, "train", torch.device("cpu"))
+    data = load_split_windows(prepared, CELL_TYPES, "train", torch.device("cpu"))
     alpha = load_window_set(prepared / "alpha" / "windows_train.parquet")
     beta = load_window_set(prepared / "beta" / "windows_train.parquet")
     assert len(data) == len(alpha) + len(beta)
