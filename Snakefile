@@ -2,6 +2,8 @@
 # -> masked-prediction metrics and per-region imputations. Logic lives in the getdiff package;
 # rules only call its CLI. See README.md and config/README.md.
 
+import re
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -14,8 +16,8 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    cell_type="|".join(CELL_TYPES.index),
-    group="|".join(GROUPS),
+    cell_type="|".join(map(re.escape, CELL_TYPES.index)),
+    group="|".join(map(re.escape, GROUPS)),
     split="|".join(SPLITS),
 
 

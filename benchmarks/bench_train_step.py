@@ -9,6 +9,8 @@ x0 prediction, masked MSE, backward, gradient clipping (norm 1), AdamW. Variants
   ``getdiff.train.configure_optimizer`` (what training runs on the CPU), fp32;
 - ``getdiff-bf16``: the same under ``torch.autocast("cpu", dtype=torch.bfloat16)``;
 - ``getdiff-fused``: the same as ``getdiff`` with ``AdamW(fused=True)``;
+- ``getdiff-rotary``: the same as ``getdiff`` with ``positions: rotary`` (RoPE of genomic
+  midpoints on queries and keys); its ratio to ``getdiff`` is the cost of positions;
 - ``getdiff-lora`` (on request): LoRA adapters (r=8) on the frozen model, as the default config.
 
 All variants start from the same weights and see the same batch; steps are interleaved
@@ -46,7 +48,7 @@ from getdiff.diffusion import GaussianDiffusion, random_masks, random_timesteps 
 from getdiff.model import ModelConfig, build_model, make_config  # noqa: E402
 from getdiff.train import configure_optimizer  # noqa: E402
 
-VARIANTS = ("reference", "getdiff", "getdiff-bf16", "getdiff-fused")
+VARIANTS = ("reference", "getdiff", "getdiff-bf16", "getdiff-fused", "getdiff-rotary")
 EXTRA_VARIANTS = ("getdiff-lora",)  # only on request (--variants)
 LR, WEIGHT_DECAY, GRAD_CLIP = 1e-4, 0.05, 1.0
 
@@ -89,6 +91,8 @@ def make_batch(config: ModelConfig, batch: int, regions: int, seed: int = 0) -> 
         "mask": random_masks(batch, regions, config.mask_ratio, generator=g),
         "t": random_timesteps(batch, 1000, generator=g),
         "noise": torch.randn(batch, regions, config.num_motif, generator=g),
+        # midpoints ~3 kb apart, as in a dense ATAC peak set
+        "positions": 1e6 + torch.rand(batch, regions, generator=g).mul(6e3).cumsum(dim=1).double(),
     }
 
 
@@ -99,10 +103,16 @@ def _getdiff_step(
     params = [p for p in model.parameters() if p.requires_grad]
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
+    positions = (
+        "positions" if getattr(model, "config", None) and model.config.positions != "none" else None
+    )
+
     def step(b: dict) -> dict:
         start = time.perf_counter()
         with autocast:
-            loss, _ = diffusion.training_loss(model, b["x0"], b["mask"], b["t"], b["noise"])
+            loss, _ = diffusion.training_loss(
+                model, b["x0"], b["mask"], b["t"], b["noise"], positions=b.get(positions)
+            )
         forward = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -149,7 +159,8 @@ def build_variant(
             model.load_state_dict(state)
         model.train()
         return _reference_step(model, reference_optimizer(model, LR, WEIGHT_DECAY))
-    model = build_model("spec", **vars(config))
+    fields = vars(config) | ({"positions": "rotary"} if name == "getdiff-rotary" else {})
+    model = build_model("spec", **fields)
     if state is not None:
         model.load_state_dict(state)
     if name == "getdiff-lora":

@@ -123,7 +123,7 @@ def train_groups(config: dict[str, Any], cell_types: list[str]) -> dict[str, lis
 # Sections each stage does not read; leaving them out of a rule's config means editing, say,
 # evaluate: never makes Snakemake rerun prepare or train.
 UNUSED_SECTIONS = {
-    "prepare": ("model", "diffusion", "train", "evaluate", "impute"),
+    "prepare": ("task", "model", "diffusion", "train", "evaluate", "impute"),
     "train": ("evaluate", "impute"),
     "evaluate": ("impute",),
     "impute": ("evaluate",),
@@ -150,3 +150,74 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "config_json", None):
         return validate_config(json.loads(args.config_json), source="--config-json")
     return load_config(args.config)
+
+
+# --- the key table of config/README.md, generated from the schema -----------------------------
+
+KEY_TABLE_START = "<!-- generated from the schema: python -m getdiff.config --write -->"
+KEY_TABLE_END = "<!-- end of generated key table -->"
+README = Path(__file__).resolve().parents[1] / "config" / "README.md"
+
+
+def _type_cell(sub: dict[str, Any]) -> str:
+    if "properties" in sub:
+        return "section"
+    if "enum" in sub:
+        return " \\| ".join(f"`{v}`" for v in sub["enum"])
+    kinds = sub.get("type", "any")
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    return " or ".join(kinds)
+
+
+def _default_cell(sub: dict[str, Any], required: bool) -> str:
+    if "properties" in sub:
+        return ""
+    if "default" not in sub:
+        return "(required)" if required else ""
+    value = sub["default"]
+    if isinstance(value, list) and len(value) > 4:
+        value = f"[{value[0]}, {value[1]}, ..., {value[-1]}]"
+    elif isinstance(value, list):
+        value = f"[{', '.join(map(str, value))}]"
+    elif value is None:
+        value = "null"
+    elif isinstance(value, bool):
+        value = str(value).lower()
+    return f"`{value}`"
+
+
+def key_table() -> str:
+    """The Markdown table of every schema key: type, default, meaning (its description)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(properties: dict[str, Any], prefix: str, required: list[str]) -> None:
+        for name, sub in properties.items():
+            description = " ".join(str(sub.get("description", "")).split())
+            cells = [f"`{prefix}{name}`", _type_cell(sub), _default_cell(sub, name in required)]
+            rows.append("| " + " | ".join([*cells, description]) + " |")
+            if "properties" in sub:
+                walk(sub["properties"], f"{prefix}{name}.", sub.get("required", []))
+
+    schema = _read_schema(CONFIG_SCHEMA)
+    walk(schema["properties"], "", schema.get("required", []))
+    return "\n".join(rows)
+
+
+def readme_with_key_table(readme: str) -> str:
+    """``readme`` with the text between the key-table markers replaced by :func:`key_table`."""
+    head, start, rest = readme.partition(KEY_TABLE_START)
+    _, end, tail = rest.partition(KEY_TABLE_END)
+    if not start or not end:
+        raise ConfigError(f"{README}: the key-table markers are missing")
+    return f"{head}{start}\n{key_table()}\n{end}{tail}"
+
+
+if __name__ == "__main__":
+    import sys
+
+    current = README.read_text(encoding="utf-8")
+    wanted = readme_with_key_table(current)
+    if "--write" in sys.argv:
+        README.write_text(wanted, encoding="utf-8")
+    elif wanted != current:
+        sys.exit(f"{README} is out of date with the schema: run python -m getdiff.config --write")

@@ -2,16 +2,25 @@
 
 Shapes: ``x0`` and every sample are (B, R, F) float (B windows, R regions, F features);
 ``mask`` is (B, R) bool, True = the region is hidden and must be predicted; ``t`` is (B,) long
-in [0, T). The network is any callable ``model(x, mask, t) -> x0 prediction (B, R, F)``.
+in [0, T). The network is any callable ``model(x, mask, t) -> x0 prediction (B, R, F)``;
+when ``positions`` (B, R) are given they are passed on as ``model(x, mask, t, positions)``.
+
+What is predicted is a :class:`Target`. ``columns`` (F,) bool selects the predicted features
+(None = all, the spec's task). A value is hidden when its row is masked and its column is
+predicted; the other columns of masked rows stay clean inputs (the ``accessibility`` task: motif
+features are known from sequence, only accessibility is noised, predicted and scored). With
+``window_scaling`` the predicted columns of each window are standardised by the mean and
+standard deviation of its unmasked rows before noising, and predictions are mapped back: every
+window (and cell type) then enters the network and the loss on one scale, whatever its level.
 
 One formulation is used in training and at inference, so there is no train/inference mismatch:
 
 - Linear betas from ``beta_start`` to ``beta_end`` over ``num_timesteps`` (T) steps;
   ``alphas_cumprod`` (abar) is computed in float64 and used as float32 on the data's device.
-- Masked rows enter the network as x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, one t per
-  sample; unmasked rows stay clean context. The network predicts x0 for every row and the loss
-  is the MSE over the masked rows only, averaged over all their values (rows x features).
-- Sampling starts masked rows from N(0, I) at t = T-1. ``one-step`` takes the network's x0
+- Hidden values enter the network as x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, one t per
+  sample; everything else stays clean context. The network predicts x0 for every row and the
+  loss is the MSE over the hidden values only.
+- Sampling starts hidden values from N(0, I) at t = T-1. ``one-step`` takes the network's x0
   prediction there; ``ddim`` walks a respaced schedule of ``steps`` timesteps, using the
   abar of the chosen timesteps (not single-step alphas), and returns the last x0 prediction.
   ``eta`` > 0 adds DDIM's stochastic term. Several draws give a per-value mean and std.
@@ -25,11 +34,58 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Model = Callable[..., torch.Tensor]
 SAMPLERS = ("one-step", "ddim")
+
+
+SCALE_FLOOR = 1e-3  # smallest window standard deviation divided by (values are in [0, 1])
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which values a masked row hides, and how they are scaled (see the module doc)."""
+
+    columns: torch.Tensor | None = None  # (F,) bool: predicted features; None = all
+    window_scaling: bool = False
+
+    def scaling(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, F) location and scale: unmasked rows' mean and std in predicted columns
+        (floored at SCALE_FLOOR), 0 and 1 elsewhere."""
+        keep = (~mask).unsqueeze(-1).to(x.dtype)
+        count = keep.sum(dim=1, keepdim=True).clamp_min(1.0)
+        loc = (x * keep).sum(dim=1, keepdim=True) / count
+        var = ((x - loc).square() * keep).sum(dim=1, keepdim=True) / count
+        scale = var.sqrt().clamp_min(SCALE_FLOOR)
+        if self.columns is not None:
+            columns = self.columns.to(x.device)
+            loc, scale = torch.where(columns, loc, 0.0), torch.where(columns, scale, 1.0)
+        return loc, scale
+
+
+def to_model_units(
+    target: Target, x: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """``x`` as the network sees it (window-scaled or as is), and the map back to data units."""
+    if not target.window_scaling:
+        return x, lambda values: values
+    loc, scale = target.scaling(x, mask)
+    return (x - loc) / scale, lambda values: values * scale + loc
+
+
+def hidden_values(mask: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
+    """(B, R, 1) or (B, R, F) bool: masked rows x predicted columns (all columns when None)."""
+    rows = mask.unsqueeze(-1)
+    return rows if columns is None else rows & columns.to(mask.device)
+
+
+def _call(
+    model: Model, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor, positions
+) -> torch.Tensor:
+    return model(x, mask, t) if positions is None else model(x, mask, t, positions)
 
 
 class GaussianDiffusion:
@@ -72,19 +128,23 @@ class GaussianDiffusion:
         mask: torch.Tensor,
         t: torch.Tensor,
         noise: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        target: Target = Target(),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Noise the masked rows to step t, predict x0, return (masked MSE, prediction).
+        """Noise the hidden values to step t, predict x0, return (masked MSE, prediction).
 
-        The loss is a float32 scalar: mean of squared errors over masked rows x all features.
-        Written as a weighted sum rather than boolean indexing so it needs no host sync.
+        The loss is a float32 scalar: mean of squared errors over the hidden values (masked rows
+        x ``target.columns``), on the window-scaled values when ``target.window_scaling``. The
+        prediction is returned in the data's units. Written as a weighted sum rather than
+        boolean indexing: no host sync.
         """
-        rows = mask.unsqueeze(-1)
-        x_in = torch.where(rows, self.q_sample(x0, t, noise), x0)
-        pred = model(x_in, mask, t)
-        weight = rows.to(torch.float32)
-        squared = (pred.float() - x0.float()).square() * weight
-        count = weight.sum().clamp_min(1.0) * x0.shape[-1]
-        return squared.sum() / count, pred
+        hidden = hidden_values(mask, target.columns)
+        z0, to_data = to_model_units(target, x0, mask)
+        x_in = torch.where(hidden, self.q_sample(z0, t, noise), z0)
+        pred = _call(model, x_in, mask, t, positions)
+        weight = hidden.expand_as(x0).to(torch.float32)
+        squared = (pred.float() - z0.float()).square() * weight
+        return squared.sum() / weight.sum().clamp_min(1.0), to_data(pred)
 
     def ddim_timesteps(self, steps: int) -> torch.Tensor:
         """``steps`` timesteps, evenly spread and descending from T-1 to 0 (just T-1 if steps=1)."""
@@ -104,11 +164,13 @@ class GaussianDiffusion:
         eta: float = 0.0,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
+        positions: torch.Tensor | None = None,
+        target: Target = Target(),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Impute the masked rows of ``x``; return (mean, std) over ``num_samples`` draws.
+        """Impute the hidden values of ``x``; return (mean, std) over ``num_samples`` draws.
 
-        ``x`` holds the observed values (content of masked rows is ignored); unmasked rows come
-        back as observed with std 0. std uses Bessel's correction and is all zeros for one draw.
+        ``x`` holds the observed values (hidden ones are ignored); every other value comes back
+        as observed with std 0. std uses Bessel's correction and is all zeros for one draw.
         ``generator`` must live on ``x``'s device. The model is run in eval mode (dropout off)
         and its previous mode restored.
         """
@@ -117,10 +179,12 @@ class GaussianDiffusion:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         batch = x.shape[0]
+        z, to_data = to_model_units(target, x, mask)
         # All draws in one batch: row s * B + b is draw s of window b.
-        xs = x.repeat(num_samples, 1, 1)
+        xs = z.repeat(num_samples, 1, 1)
         ms = mask.repeat(num_samples, 1)
-        rows = ms.unsqueeze(-1)
+        ps = None if positions is None else positions.repeat(num_samples, 1)
+        rows = hidden_values(ms, target.columns)
         was_training = getattr(model, "training", False)
         if hasattr(model, "eval"):
             model.eval()
@@ -128,14 +192,14 @@ class GaussianDiffusion:
             x_t = torch.randn(xs.shape, generator=generator, device=xs.device, dtype=xs.dtype)
             if method == "one-step":
                 t = torch.full((xs.shape[0],), self.num_timesteps - 1, device=xs.device)
-                x0_hat = model(torch.where(rows, x_t, xs), ms, t).to(xs.dtype)
+                x0_hat = _call(model, torch.where(rows, x_t, xs), ms, t, ps).to(xs.dtype)
             else:
-                x0_hat = self._ddim_loop(model, xs, ms, x_t, steps, eta, generator)
+                x0_hat = self._ddim_loop(model, xs, ms, ps, rows, x_t, (steps, eta), generator)
         finally:
             if hasattr(model, "train"):
                 model.train(was_training)
-        draws = x0_hat.view(num_samples, batch, *x.shape[1:])
-        observed = mask.unsqueeze(-1)
+        draws = to_data(x0_hat.view(num_samples, batch, *x.shape[1:]))
+        observed = hidden_values(mask, target.columns)
         mean = torch.where(observed, draws.mean(dim=0), x)
         if num_samples == 1:
             return mean, torch.zeros_like(mean)
@@ -146,19 +210,23 @@ class GaussianDiffusion:
         model: Model,
         xs: torch.Tensor,
         ms: torch.Tensor,
+        ps: torch.Tensor | None,
+        rows: torch.Tensor,
         x_t: torch.Tensor,
-        steps: int,
-        eta: float,
+        schedule: tuple[int, float],
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """DDIM (Song et al. 2021, eq. 12) over the respaced timesteps; returns the last x0_hat."""
-        rows = ms.unsqueeze(-1)
+        """DDIM (Song et al. 2021, eq. 12) over the respaced timesteps; returns the last x0_hat.
+
+        ``rows`` marks the hidden values; ``schedule`` is (steps, eta).
+        """
+        steps, eta = schedule
         timesteps = self.ddim_timesteps(steps).tolist()
         abars = self.alphas_cumprod.tolist()
         x0_hat = xs
         for i, step in enumerate(timesteps):
             t = torch.full((xs.shape[0],), step, device=xs.device, dtype=torch.long)
-            x0_hat = model(torch.where(rows, x_t, xs), ms, t).to(xs.dtype)
+            x0_hat = _call(model, torch.where(rows, x_t, xs), ms, t, ps).to(xs.dtype)
             if i == len(timesteps) - 1:
                 break
             abar_t, abar_prev = abars[step], abars[timesteps[i + 1]]

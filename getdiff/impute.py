@@ -11,6 +11,10 @@ one row per region of the configured splits (each region once, from its scoring 
     observed_raw.<feature>, imputed_raw.<feature>                   (raw units: summed motif
                                                                      scores, peak counts)
 
+``imputed*`` columns exist for the model's predicted features only: every feature for the
+``all`` task, ``accessibility`` alone for the ``accessibility`` task (motif features are then
+inputs, not predictions).
+
 ``imputed_std`` is the standard deviation over ``num_samples`` draws (0 for one draw), in
 normalised units. Raw units come from the scaling constants stored by the prepare stage.
 """
@@ -32,13 +36,14 @@ import torch
 
 from getdiff import __version__
 from getdiff.config import add_config_arguments, config_from_args
+from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion, complementary_masks
 from getdiff.errors import GetdiffError, InputError
 from getdiff.io import atomic_path
-from getdiff.model import load_model
+from getdiff.model import load_model, model_metadata
 from getdiff.peaks import read_bed_regions
-from getdiff.tensors import WindowSet, load_window_set, to_raw_units
-from getdiff.train import resolve_device
+from getdiff.task import SPEC_TASK, model_task, predicted_features, target
+from getdiff.tensors import WindowSet, load_window_set, region_midpoints, to_raw_units
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +71,23 @@ class SamplerSettings:
         )
 
 
-def check_compatible(model: torch.nn.Module, windows: WindowSet, path: str | Path) -> None:
-    """The model must have been trained on this window size and this feature list."""
+def check_compatible(
+    model: torch.nn.Module, metadata: dict, windows: WindowSet, path: str | Path
+) -> None:
+    """The model must have been trained on this window size and these features, in this order."""
     config = model.config
-    names = windows.meta["feature_names"]
+    names = list(windows.meta["feature_names"])
     if len(names) != config.num_motif:
         raise InputError(
             path, f"has {len(names)} features per region but the model expects {config.num_motif}"
+        )
+    trained = list(metadata.get("feature_names", names))
+    if trained != names:
+        j = next(j for j, (a, b) in enumerate(zip(trained, names, strict=True)) if a != b)
+        raise InputError(
+            path,
+            f"feature {j + 1} is {names[j]!r} but the model was trained with {trained[j]!r} there; "
+            "windows must have the model's features in the model's order",
         )
     if windows.meta["window_size"] != config.num_regions:
         raise InputError(
@@ -90,13 +105,17 @@ def impute_windows(
     device: torch.device,
     masks: tuple[torch.Tensor, torch.Tensor] | None = None,
     missing: np.ndarray | None = None,
+    task: dict[str, str] = SPEC_TASK,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predict every window position from the pass that hid it.
 
     Returns (mean, std, hidden): mean/std (n_windows, R, F) float32, and the (R,) bool mask of
     the first pass (positions where it is False were predicted in the second pass). ``missing``
-    is an optional (n_regions,) bool over the WindowSet's rows, hidden in both passes.
+    is an optional (n_regions,) bool over the WindowSet's rows, hidden in both passes. With the
+    ``accessibility`` task only that column is predicted; the others come back as observed.
     """
+    what = target(task, list(windows.meta["feature_names"]))
+    midpoints = region_midpoints(windows.regions)
     size = windows.meta["window_size"]
     first, second = masks if masks is not None else complementary_masks(size, 0.5, settings.seed)
     n = len(windows.starts)
@@ -110,6 +129,7 @@ def impute_windows(
         index = np.arange(lo, min(lo + settings.batch_size, n))
         rows = windows.starts[index, None] + offsets
         x = torch.from_numpy(features[rows]).to(device)
+        positions = torch.from_numpy(midpoints[rows]).to(device)
         hidden_missing = (
             torch.from_numpy(missing[rows]).to(device)
             if missing is not None
@@ -128,6 +148,8 @@ def impute_windows(
                 eta=settings.eta,
                 num_samples=settings.num_samples,
                 generator=generator,
+                positions=positions,
+                target=what,
             )
             own = pass_mask.to(device).view(1, -1, 1)
             result_mean = torch.where(own, pass_mean, result_mean)
@@ -183,8 +205,9 @@ def imputation_table(
     std: np.ndarray,
     split: str,
     missing: np.ndarray | None,
+    predicted: list[str],
 ) -> pd.DataFrame:
-    """One row per region (see the module docstring for the columns)."""
+    """One row per region (see the module docstring); imputed columns for ``predicted`` only."""
     window, position = region_rows(windows)
     rows = windows.starts[window] + position
     names = list(windows.meta["feature_names"])
@@ -209,7 +232,8 @@ def imputation_table(
         "imputed_raw": to_raw_units(imputed, windows.meta),
     }
     for prefix, values in blocks.items():
-        columns.update({f"{prefix}.{name}": values[:, j] for j, name in enumerate(names)})
+        shown = names if prefix.startswith("observed") else predicted
+        columns.update({f"{prefix}.{name}": values[:, names.index(name)] for name in shown})
     return pd.DataFrame(columns)
 
 
@@ -221,20 +245,25 @@ def impute_cell_type(
     diffusion: GaussianDiffusion,
     device: torch.device,
     missing_regions: str | Path | None = None,
+    task: dict[str, str] = SPEC_TASK,
 ) -> pd.DataFrame:
     """Impute every region of the given splits ({split: windows parquet}) and write ``output``."""
     model = load_model(model_path, device=device)
+    metadata = model_metadata(model_path)
     tables = []
     meta = {}
     for split, path in window_paths.items():
         windows = load_window_set(path)
-        check_compatible(model, windows, path)
+        check_compatible(model, metadata, windows, path)
         if len(windows.starts) == 0:
             log.warning("%s: no windows in split %s; nothing to impute there", path, split)
             continue
         missing = missing_mask(windows, missing_regions)
-        mean, std, _ = impute_windows(model, diffusion, windows, settings, device, missing=missing)
-        table = imputation_table(windows, mean, std, split, missing)
+        mean, std, _ = impute_windows(
+            model, diffusion, windows, settings, device, missing=missing, task=task
+        )
+        predicted = predicted_features(task["predict"], list(windows.meta["feature_names"]))
+        table = imputation_table(windows, mean, std, split, missing, predicted)
         uncovered = len(windows.regions) - len(table)
         if uncovered:
             log.warning("%s: %d regions lie in no window and are not imputed", path, uncovered)
@@ -248,6 +277,7 @@ def impute_cell_type(
     info = {
         **meta,
         "model": str(model_path),
+        "task": task,
         "sampler": settings.__dict__,
         "getdiff_version": __version__,
     }
@@ -270,8 +300,9 @@ def run(args: argparse.Namespace) -> None:
         args.output,
         SamplerSettings.from_config(section),
         diffusion,
-        resolve_device(config["train"]["device"]),
+        resolve_device(section["device"], "impute.device"),
         missing_regions=section["missing_regions"],
+        task=model_task(model_metadata(args.model), config, args.model),
     )
     log.info("wrote %s", args.output)
 

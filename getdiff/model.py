@@ -9,11 +9,21 @@ Contract
   (x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps), but clean rows are accepted too.
 - ``mask`` (B, R) bool: True = masked (noisy) row, to be predicted.
 - ``t``    (B,) long: diffusion timestep in [0, 1000), one per sample.
+- ``positions`` (B, R) float or int, optional: each region's genomic midpoint (bp). Required
+  when ``positions == "rotary"``, ignored otherwise.
 - returns  (B, R, F) float: the x0 prediction for every row (the loss uses the masked rows).
 
-The network knows nothing about betas or samplers (``getdiff.diffusion`` does). R is free: there
-is no positional embedding (as in GET), so ``num_regions`` only records the window size the data
-and the masking use.
+The network knows nothing about betas or samplers (``getdiff.diffusion`` does). R is free, so
+``num_regions`` only records the window size the data and the masking use.
+
+Positions. With ``positions: "none"`` (the default, as GET) there is no positional information:
+the network is a function of the set of rows. With ``positions: "rotary"`` the queries and keys
+of every attention layer are rotated by angles proportional to each region's genomic midpoint
+(RoPE, Su et al. 2021), so attention scores depend on the bp distance between regions. It has no
+parameters (a GET checkpoint imports unchanged) and keeps attention on the fused SDPA kernels.
+Wavelengths are geometric from ``rope_min_wavelength`` to ``rope_max_wavelength`` bp; angles are
+taken relative to the window's leftmost midpoint, in float64, so large coordinates lose no
+precision. The [cls] token is not rotated.
 
 Architecture (top to bottom, names are the state-dict keys)
 -----------------------------------------------------------
@@ -78,7 +88,12 @@ class ModelConfig:
     dropout: float = 0.1
     mask_ratio: float = 0.5
     frequency_dim: int = 256  # sinusoidal timestep features fed to the t_embedder MLP
+    positions: str = "none"  # "none" (as GET) or "rotary" (RoPE of genomic midpoints)
+    rope_min_wavelength: float = 1e3  # bp; the shortest distance scale attention resolves
+    rope_max_wavelength: float = 1e8  # bp; longer than any window
 
+
+POSITION_ENCODINGS = ("none", "rotary")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "spec": {},
@@ -96,6 +111,10 @@ def make_config(preset: str = "spec", **overrides: Any) -> ModelConfig:
     if unknown:
         raise ConfigError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
     config = ModelConfig(**{**PRESETS[preset], **overrides})
+    if config.positions not in POSITION_ENCODINGS:
+        raise ConfigError(
+            f"model positions {config.positions!r} is unknown; choose one of {POSITION_ENCODINGS}"
+        )
     if config.embed_dim % config.num_heads:
         raise ConfigError(
             f"model.embed_dim ({config.embed_dim}) must be divisible by "
@@ -148,6 +167,39 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
+Rotation = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B, 1, N, head_dim)
+
+
+def rotary_angles(
+    positions: torch.Tensor, head_dim: int, min_wavelength: float, max_wavelength: float
+) -> Rotation:
+    """RoPE (cos, sin) for (B, R) genomic midpoints, with an unrotated [cls] slot prepended.
+
+    Angles are computed in float64 from positions relative to each window's leftmost midpoint
+    (RoPE scores depend only on differences), so bp coordinates near 2^31 keep full precision.
+    """
+    half = head_dim // 2
+    exponent = torch.arange(half, dtype=torch.float64, device=positions.device) / max(half - 1, 1)
+    wavelengths = min_wavelength * (max_wavelength / min_wavelength) ** exponent
+    relative = positions.to(torch.float64)
+    relative = relative - relative.amin(dim=1, keepdim=True)
+    angles = relative.unsqueeze(-1) * (2 * math.pi / wavelengths)  # (B, R, half)
+    angles = torch.cat([torch.zeros_like(angles[:, :1]), angles], dim=1)  # [cls]: no rotation
+    angles = torch.cat([angles, angles], dim=-1).unsqueeze(1)  # (B, 1, N, 2 * half)
+    return angles.cos().float(), angles.sin().float()
+
+
+def rotate(x: torch.Tensor, rotation: Rotation) -> torch.Tensor:
+    """Apply RoPE to (B, H, N, head_dim) queries or keys (rotate-half pairing, as GPT-NeoX)."""
+    cos, sin = rotation
+    half = cos.shape[-1] // 2
+    x_rot, x_pass = x[..., : 2 * half], x[..., 2 * half :]
+    first, second = x_rot[..., :half], x_rot[..., half:]
+    rotated = torch.cat([-second, first], dim=-1)
+    x_rot = x_rot * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+    return torch.cat([x_rot, x_pass], dim=-1) if x_pass.shape[-1] else x_rot
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with GET's bias layout: qkv bias = (q_bias, 0, v_bias)."""
 
@@ -160,12 +212,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rotation: Rotation | None = None) -> torch.Tensor:
         B, N, C = x.shape
         # Call the module (not F.linear on its weight) so that a LoRA wrapper on qkv is used.
         bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = self.qkv(x) + bias
         q, k, v = qkv.reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        if rotation is not None:
+            q, k = rotate(q, rotation), rotate(k, rotation)
         # No dropout on the attention probabilities: GET pretrained without it, and it would force
         # the (B, H, N, N)-materialising math kernel (on CPU it was half of a tiny training step).
         x = F.scaled_dot_product_attention(q, k, v)
@@ -199,11 +253,14 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, rotation: Rotation | None = None
+    ) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(
             c
         ).chunk(6, dim=-1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        attended = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rotation)
+        x = x + gate_msa.unsqueeze(1) * attended
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
@@ -221,10 +278,12 @@ class DiTEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, rotation: Rotation | None = None
+    ) -> torch.Tensor:
         c = self.t_embedder(t)
         for block in self.blocks:
-            x = block(x, c)
+            x = block(x, c, rotation)
         return self.norm(x)
 
 
@@ -266,7 +325,13 @@ class GETRegionDiffusion(nn.Module):
         tokens = self.region_embed(x) + mask.unsqueeze(-1).to(x.dtype) * self.mask_token
         return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        t: torch.Tensor,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.config.num_motif:
             raise ValueError(f"x must be (B, R, {self.config.num_motif}); got {tuple(x.shape)}")
         if mask.shape != x.shape[:2] or t.shape != x.shape[:1]:
@@ -274,8 +339,22 @@ class GETRegionDiffusion(nn.Module):
                 f"mask must be {tuple(x.shape[:2])} and t {tuple(x.shape[:1])}; "
                 f"got {tuple(mask.shape)} and {tuple(t.shape)}"
             )
-        tokens = self.encoder(self.embed_tokens(x, mask), t)
+        tokens = self.encoder(self.embed_tokens(x, mask), t, self.rotation(positions, mask))
         return self.head_mask(tokens[:, 1:])
+
+    def rotation(self, positions: torch.Tensor | None, mask: torch.Tensor) -> Rotation | None:
+        """RoPE angles of the regions' midpoints, or None when the model uses no positions."""
+        config = self.config
+        if config.positions == "none":
+            return None
+        if positions is None or positions.shape != mask.shape:
+            raise ValueError(
+                f"this model uses genomic positions: pass positions of shape {tuple(mask.shape)}"
+            )
+        head_dim = config.embed_dim // config.num_heads
+        return rotary_angles(
+            positions, head_dim, config.rope_min_wavelength, config.rope_max_wavelength
+        )
 
 
 def build_model(preset: str = "spec", **overrides: Any) -> GETRegionDiffusion:

@@ -1,8 +1,16 @@
-"""Evaluation figures (PNG): predicted vs observed densities, ranked per-feature Pearson, curves.
+"""Evaluation figures (PNG), per cell type: densities, Pearson by predictor, curves.
 
 Headless (Agg backend). Each figure is one file in the given directory:
-``accessibility_density.png``, ``motifs_density.png``, ``per_feature_pearson.png`` and, when a
-training history is given, ``training_curves.png``.
+
+- ``accessibility_density.png``: observed vs predicted masked accessibility, one row per cell
+  type, one column per predictor (log density; axes span each cell type's own range).
+- ``pearson_by_cell_type.png``: Pearson and within-window Pearson of masked accessibility per
+  cell type and predictor.
+- ``accessibility_spread.png``: the distribution of observed and predicted accessibility per
+  cell type (a flat predictor shows as a narrow box).
+- ``per_feature_pearson.png`` (when motif features are predicted): per-feature Pearson ranked,
+  pooled across cell types.
+- ``training_curves.png`` when a training history is given.
 """
 
 from __future__ import annotations
@@ -16,47 +24,114 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from getdiff.evaluate import metrics, metrics_per_column  # noqa: E402
+from getdiff.metrics import (  # noqa: E402
+    ScoredRegions,
+    metrics_per_column,
+    pearson,
+    pool,
+    within_window_pearson,
+)
+from getdiff.tensors import ACCESSIBILITY  # noqa: E402
 
 LABELS = {
     "model": "GETRegionDiffusion",
     "train_mean": "training mean",
     "neighbour_mean": "neighbours",
+    "window_mean": "window mean",
+    "ridge": "ridge",
 }
 
 
-def _density_panels(path: Path, observed: np.ndarray, predictions: dict, title: str) -> None:
-    fig, axes = plt.subplots(1, len(predictions), figsize=(4.2 * len(predictions), 4), sharey=True)
-    for ax, (name, predicted) in zip(np.atleast_1d(axes), predictions.items(), strict=True):
-        obs, pred = observed.ravel(), np.asarray(predicted).ravel()
-        ax.hexbin(obs, pred, gridsize=60, bins="log", mincnt=1, cmap="viridis", extent=(0, 1, 0, 1))
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-        stats = metrics(obs, pred)
-        ax.set_title(f"{LABELS.get(name, name)}\nr={stats['pearson']:.3f}  R²={stats['r2']:.3f}")
-        ax.set_xlabel(f"observed {title} (normalised)")
-    np.atleast_1d(axes)[0].set_ylabel("predicted (normalised)")
-    fig.suptitle(f"Masked {title}: predicted vs observed (log density)")
+def _accessibility(scored: ScoredRegions) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    j = scored.features.index(ACCESSIBILITY)
+    return scored.observed[:, j], {p: v[:, j] for p, v in scored.predictions.items()}
+
+
+def _density_grid(path: Path, scored: dict[str, ScoredRegions]) -> None:
+    predictors = list(next(iter(scored.values())).predictions)
+    size = (3.2 * len(predictors), 3.0 * len(scored))
+    fig, axes = plt.subplots(len(scored), len(predictors), figsize=size, squeeze=False)
+    for row, (cell_type, regions) in zip(axes, scored.items(), strict=True):
+        observed, predictions = _accessibility(regions)
+        low, high = np.quantile(observed, [0.005, 0.995])
+        extent = (low, high, low, high)
+        for ax, name in zip(row, predictors, strict=True):
+            ax.hexbin(observed, predictions[name], gridsize=40, bins="log", mincnt=1, extent=extent)
+            ax.plot([low, high], [low, high], color="grey", lw=0.8, ls="--")
+            ax.set_xlim(low, high)
+            ax.set_ylim(low, high)
+            r = pearson(observed, predictions[name])
+            ax.set_title(f"{cell_type}: {LABELS.get(name, name)}\nr={r:.3f}", fontsize=9)
+            ax.set_xlabel("observed", fontsize=8)
+        row[0].set_ylabel("predicted")
+    fig.suptitle("Masked accessibility per cell type: predicted vs observed (log density)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def _per_feature_pearson(
-    path: Path, observed: np.ndarray, predictions: dict, names: list[str]
-) -> None:
-    pearson = {
-        p: metrics_per_column(observed, np.asarray(v))["pearson"] for p, v in predictions.items()
+def _pearson_bars(path: Path, scored: dict[str, ScoredRegions]) -> None:
+    predictors = list(next(iter(scored.values())).predictions)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    width = 0.8 / len(predictors)
+    x = np.arange(len(scored))
+    for k, name in enumerate(predictors):
+        plain, within = [], []
+        for regions in scored.values():
+            observed, predictions = _accessibility(regions)
+            plain.append(pearson(observed, predictions[name]))
+            within.append(
+                within_window_pearson(observed[:, None], predictions[name][:, None], regions.window)
+            )
+        for ax, values in zip(axes, (plain, within), strict=True):
+            ax.bar(x + k * width, np.nan_to_num(values), width, label=LABELS.get(name, name))
+    for ax, title in zip(axes, ("Pearson", "within-window Pearson"), strict=True):
+        ax.set_xticks(x + 0.4 - width / 2, list(scored))
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_title(f"Masked accessibility: {title}")
+    axes[0].set_ylabel("r (held-out regions)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _spread(path: Path, scored: dict[str, ScoredRegions]) -> None:
+    predictors = list(next(iter(scored.values())).predictions)
+    fig, axes = plt.subplots(1, len(scored), figsize=(4.5 * len(scored), 4), squeeze=False)
+    for ax, (cell_type, regions) in zip(axes[0], scored.items(), strict=True):
+        observed, predictions = _accessibility(regions)
+        values = [observed] + [predictions[p] for p in predictors]
+        ax.boxplot(values, showfliers=False)
+        ax.set_xticks(
+            np.arange(1, len(values) + 1),
+            ["observed"] + [LABELS.get(p, p) for p in predictors],
+            rotation=45,
+            ha="right",
+            fontsize=8,
+        )
+        ax.set_title(cell_type)
+    axes[0][0].set_ylabel("masked accessibility (normalised)")
+    fig.suptitle("Spread of observed and predicted accessibility (boxes: quartiles, 1.5 IQR)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _per_feature_pearson(path: Path, pooled: ScoredRegions) -> None:
+    pearsons = {
+        p: metrics_per_column(pooled.observed, v)["pearson"] for p, v in pooled.predictions.items()
     }
-    order = np.argsort(-np.nan_to_num(pearson["model"], nan=-2.0))
+    order = np.argsort(-np.nan_to_num(pearsons["model"], nan=-2.0))
     fig, ax = plt.subplots(figsize=(10, 4))
-    for name, values in pearson.items():
+    for name, values in pearsons.items():
         ax.plot(np.arange(len(order)), values[order], label=LABELS.get(name, name), lw=1.2)
-    top = [names[j] for j in order[:10]]
+    top = [pooled.features[j] for j in order[:10]]
     ax.set_xlabel("features ranked by model Pearson (top 10: " + ", ".join(top) + ")")
     ax.set_ylabel("Pearson r (masked regions)")
     ax.axhline(0, color="grey", lw=0.6)
     ax.legend()
-    ax.set_title("Per-feature masked Pearson, ranked")
+    ax.set_title("Per-feature masked Pearson, ranked (pooled across cell types)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -81,34 +156,25 @@ def _training_curves(path: Path, history: str | Path) -> None:
 
 def write_evaluation_plots(
     directory: str | Path,
-    observed: np.ndarray,
-    predictions: dict[str, np.ndarray],
-    names: list[str],
-    accessibility: int,
+    scored: dict[str, ScoredRegions],
     history: str | Path | None = None,
 ) -> list[Path]:
-    """Write the evaluation figures into ``directory``; return their paths."""
+    """Write the evaluation figures of the cell types' scored regions; return their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    motifs = [j for j in range(observed.shape[1]) if j != accessibility]
-    written = [
-        directory / "accessibility_density.png",
-        directory / "motifs_density.png",
-        directory / "per_feature_pearson.png",
-    ]
-    _density_panels(
-        written[0],
-        observed[:, accessibility],
-        {p: np.asarray(v)[:, accessibility] for p, v in predictions.items()},
-        "accessibility",
-    )
-    _density_panels(
-        written[1],
-        observed[:, motifs],
-        {p: np.asarray(v)[:, motifs] for p, v in predictions.items()},
-        "motif features",
-    )
-    _per_feature_pearson(written[2], observed, predictions, names)
+    written = []
+    if ACCESSIBILITY in next(iter(scored.values())).features:
+        for name, draw in (
+            ("accessibility_density.png", _density_grid),
+            ("pearson_by_cell_type.png", _pearson_bars),
+            ("accessibility_spread.png", _spread),
+        ):
+            written.append(directory / name)
+            draw(written[-1], scored)
+    pooled = pool(list(scored.values()))
+    if len(pooled.features) > 1:
+        written.append(directory / "per_feature_pearson.png")
+        _per_feature_pearson(written[-1], pooled)
     if history is not None and Path(history).exists():
         written.append(directory / "training_curves.png")
         _training_curves(written[-1], history)

@@ -397,6 +397,11 @@ def load_regions(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def region_midpoints(regions: pd.DataFrame) -> np.ndarray:
+    """(n,) float64 genomic midpoint (bp) of each region: the positions the model attends over."""
+    return (regions["start"].to_numpy(np.float64) + regions["end"].to_numpy(np.float64)) / 2
+
+
 def region_features(regions: pd.DataFrame) -> np.ndarray:
     """(n_regions, F) float32 feature matrix of a table from :func:`load_regions`."""
     names = regions.attrs["getdiff"]["feature_names"]
@@ -416,6 +421,7 @@ __all__ = [
     "normalise_motifs",
     "read_metadata",
     "region_features",
+    "region_midpoints",
     "tile_chromosome",
     "to_raw_units",
     "train_starts",

@@ -58,11 +58,19 @@ from getdiff.config import (
     load_cell_types,
     train_groups,
 )
-from getdiff.diffusion import GaussianDiffusion, random_masks, random_timesteps
+from getdiff.devices import resolve_device
+from getdiff.diffusion import (
+    GaussianDiffusion,
+    Target,
+    hidden_values,
+    random_masks,
+    random_timesteps,
+)
 from getdiff.errors import ConfigError, GetdiffError, InputError
 from getdiff.io import atomic_dir, atomic_path
 from getdiff.model import build_model, count_parameters, save_model
-from getdiff.tensors import load_window_set
+from getdiff.task import target as task_target
+from getdiff.tensors import load_window_set, region_midpoints
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,7 @@ class WindowData:
     """The windows of one split over one or more cell types, on the training device."""
 
     features: torch.Tensor  # (N, F) float32: every cell type's regions stacked
+    positions: torch.Tensor  # (N,) float64: each region's genomic midpoint (bp)
     starts: torch.Tensor  # (n_windows,) long: row in ``features`` of each window's first region
     window_size: int
     feature_names: list[str]
@@ -97,17 +106,18 @@ class WindowData:
     def __len__(self) -> int:
         return int(self.starts.numel())
 
-    def batch(self, index: torch.Tensor) -> torch.Tensor:
-        """(B,) window indices -> (B, W, F) features, one gather."""
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) window indices -> (B, W, F) features and (B, W) midpoints, one gather each."""
         offsets = torch.arange(self.window_size, device=self.starts.device)
-        return self.features[self.starts[index, None] + offsets]
+        rows = self.starts[index, None] + offsets
+        return self.features[rows], self.positions[rows]
 
 
 def load_split_windows(
     prepared_dir: str | Path, cell_types: list[str], split: str, device: torch.device
 ) -> WindowData:
     """Read ``{prepared_dir}/{cell_type}/windows_{split}.parquet`` for each cell type and stack."""
-    features, starts, names, window_size = [], [], None, None
+    features, positions, starts, names, window_size = [], [], [], None, None
     offset = 0
     for cell_type in cell_types:
         path = Path(prepared_dir) / cell_type / f"windows_{split}.parquet"
@@ -124,11 +134,13 @@ def load_split_windows(
             )
         names, window_size = these, size
         features.append(torch.tensor(windows.features, dtype=torch.float32))
+        positions.append(torch.from_numpy(region_midpoints(windows.regions)))
         starts.append(torch.tensor(windows.starts, dtype=torch.long) + offset)
         offset += features[-1].shape[0]
     assert names is not None and window_size is not None
     return WindowData(
         features=torch.cat(features).to(device),
+        positions=torch.cat(positions).to(device),
         starts=torch.cat(starts).to(device),
         window_size=window_size,
         feature_names=names,
@@ -173,6 +185,7 @@ class ValidationSet:
     """Fixed validation batch material: windows, masks, t and noise, the same on every pass."""
 
     x0: torch.Tensor  # (V, W, F)
+    positions: torch.Tensor  # (V, W) float64 midpoints
     mask: torch.Tensor  # (V, W) bool
     t: torch.Tensor  # (V,) long
     noise: torch.Tensor  # (V, W, F)
@@ -186,28 +199,15 @@ def make_validation_set(
     if count == 0:
         return None
     generator = torch.Generator().manual_seed(seed)
-    x0 = data.batch(torch.arange(count, device=data.starts.device))
+    x0, positions = data.batch(torch.arange(count, device=data.starts.device))
     mask = random_masks(count, data.window_size, mask_ratio, generator=generator)
     t = random_timesteps(count, num_timesteps, generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     device = x0.device
-    return ValidationSet(x0, mask.to(device), t.to(device), noise.to(device))
+    return ValidationSet(x0, positions, mask.to(device), t.to(device), noise.to(device))
 
 
 # --- pieces of the loop ------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` = CUDA when present, else CPU; ``cpu``, ``cuda`` or ``cuda:N`` as named."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"key 'train.device': {name!r} is not a device name") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"key 'train.device': {name!r} requested but CUDA is not available")
-    return device
 
 
 def configure_optimizer(
@@ -244,11 +244,16 @@ def lr_factor(warmup_steps: int, max_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def masked_pearson(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
-    """Pearson correlation over all values of the masked rows (NaN if either side is constant)."""
-    rows = mask.unsqueeze(-1).expand_as(target)
-    p = pred[rows].double()
-    y = target[rows].double()
+def masked_pearson(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    columns: torch.Tensor | None = None,
+) -> float:
+    """Pearson correlation over the hidden values (NaN if either side is constant)."""
+    hidden = hidden_values(mask, columns).expand_as(target)
+    p = pred[hidden].double()
+    y = target[hidden].double()
     p, y = p - p.mean(), y - y.mean()
     denominator = (p.square().sum() * y.square().sum()).sqrt()
     return float((p * y).sum() / denominator) if denominator > 0 else float("nan")
@@ -261,6 +266,7 @@ def validate(
     val: ValidationSet,
     batch_size: int,
     autocast: torch.autocast,
+    target: Target,
 ) -> tuple[float, float]:
     """(masked MSE, masked Pearson) over the whole fixed validation set, in eval mode."""
     model.eval()
@@ -270,14 +276,20 @@ def validate(
         part = slice(i, i + batch_size)
         with autocast:
             loss, pred = diffusion.training_loss(
-                model, val.x0[part], val.mask[part], val.t[part], val.noise[part]
+                model,
+                val.x0[part],
+                val.mask[part],
+                val.t[part],
+                val.noise[part],
+                positions=val.positions[part],
+                target=target,
             )
-        values = int(val.mask[part].sum()) * val.x0.shape[-1]
+        values = int(hidden_values(val.mask[part], target.columns).expand_as(val.x0[part]).sum())
         squared += float(loss) * values
         count += values
         preds.append(pred.float())
     model.train()
-    return squared / count, masked_pearson(torch.cat(preds), val.x0, val.mask)
+    return squared / count, masked_pearson(torch.cat(preds), val.x0, val.mask, target.columns)
 
 
 def _config_fingerprint(config: dict[str, Any], cell_types: list[str], inputs: list[Path]) -> str:
@@ -286,6 +298,7 @@ def _config_fingerprint(config: dict[str, Any], cell_types: list[str], inputs: l
     stats = [[p.parent.name, p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in inputs]
     return json.dumps(
         {
+            "task": config["task"],
             "model": config["model"],
             "diffusion": config["diffusion"],
             "train": train,
@@ -308,6 +321,11 @@ def build_training_model(config: dict[str, Any], num_motif: int, window_size: in
         raise ConfigError(
             "key 'model.overrides.mask_ratio' differs from 'diffusion.mask_ratio', which training "
             "uses; set only diffusion.mask_ratio"
+        )
+    if overrides.setdefault("positions", settings["positions"]) != settings["positions"]:
+        raise ConfigError(
+            "key 'model.overrides.positions' differs from 'model.positions'; "
+            "set only model.positions"
         )
     model = build_model(
         settings["preset"], **{**overrides, "num_motif": num_motif, "num_regions": window_size}
@@ -434,6 +452,7 @@ def train(
         raise InputError(prepared_dir, f"no training windows for cell types {cell_types}")
     if val_data.feature_names != train_data.feature_names:
         raise InputError(prepared_dir, "train and validation windows have different features")
+    target = task_target(config["task"], train_data.feature_names)
     num_motif, window_size = len(train_data.feature_names), train_data.window_size
     inputs = [
         Path(prepared_dir) / ct / f"windows_{s}.parquet"
@@ -528,7 +547,7 @@ def train(
         nonlocal best_val_loss, best_step
         if val is None:
             return math.nan, math.nan
-        val_loss, val_pearson = validate(model, diffusion, val, batch_size, autocast)
+        val_loss, val_pearson = validate(model, diffusion, val, batch_size, autocast, target)
         log.info("step %d validation: loss %.5f, masked Pearson %.4f", step, val_loss, val_pearson)
         if val_loss < best_val_loss:
             best_val_loss, best_step = val_loss, step
@@ -547,12 +566,14 @@ def train(
         ) as bar,
     ):
         while step < max_steps:
-            x0 = train_data.batch(sampler.indices(step))
+            x0, positions = train_data.batch(sampler.indices(step))
             mask = random_masks(batch_size, window_size, mask_ratio, generator, device)
             t = random_timesteps(batch_size, diffusion.num_timesteps, generator, device)
             noise = torch.randn(x0.shape, generator=generator, device=device)
             with autocast:
-                loss, pred = diffusion.training_loss(model, x0, mask, t, noise)
+                loss, pred = diffusion.training_loss(
+                    model, x0, mask, t, noise, positions=positions, target=target
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # max_norm inf (grad_clip 0) still measures the norm for the log, without clipping.
@@ -585,7 +606,9 @@ def train(
                     "step": step,
                     "lr": lr,
                     "loss": mean_loss,
-                    "masked_pearson": masked_pearson(pred.detach().float(), x0, mask),
+                    "masked_pearson": masked_pearson(
+                        pred.detach().float(), x0, mask, target.columns
+                    ),
                     "grad_norm": float(grad_norm),
                     "steps_per_s": rate,
                     "tokens_per_s": rate * tokens_per_step,
@@ -630,6 +653,7 @@ def train(
         "feature_names": train_data.feature_names,
         "train_feature_mean": train_data.features.double().mean(dim=0).tolist(),
         "window_size": window_size,
+        "task": config["task"],
         "diffusion": config["diffusion"],
         "preset": model_settings["preset"],
         "use_lora": model_settings["use_lora"],

@@ -296,7 +296,9 @@ def test_windows_of_cell_types_are_stacked_with_offset_starts(prepared):
     expected = np.concatenate(
         [alpha.windows([0, len(alpha) - 1]), beta.windows([0, len(beta) - 1])]
     )
-    np.testing.assert_array_equal(data.batch(index).numpy(), expected)
+    features, positions = data.batch(index)
+    np.testing.assert_array_equal(features.numpy(), expected)
+    assert positions.shape == features.shape[:2] and positions.dtype == torch.float64
 
 
 def test_epoch_sampler_visits_every_window_once_per_epoch():

@@ -157,18 +157,25 @@ def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
     assert meta["feature_names"][-1] == "accessibility" and len(meta["feature_names"]) == 283
 
     metrics = json.loads((results / "evaluate" / "all" / "metrics.json").read_text())
-    for part in ("accessibility", "motifs", "all_features"):
-        for predictor in ("model", "train_mean", "neighbour_mean"):
-            for name in ("mse", "r2"):
-                assert np.isfinite(metrics[part][predictor][name]), (part, predictor, name)
-        assert np.isfinite(metrics[part]["model"]["pearson"])
-        assert np.isfinite(metrics[part]["neighbour_mean"]["pearson"])
-    # A constant predictor has no defined correlation with the masked values.
-    assert metrics["accessibility"]["train_mean"]["pearson"] is None
+    predictors = ("model", "train_mean", "neighbour_mean", "window_mean", "ridge")
+    assert list(metrics["per_cell_type"]) == DEMO
+    for scores in [*metrics["per_cell_type"].values(), metrics["pooled_across_cell_types"]]:
+        for part in ("accessibility", "motifs", "all_features"):
+            for predictor in predictors:
+                for name in ("mse", "r2"):
+                    assert np.isfinite(scores[part][predictor][name]), (part, predictor, name)
+            for predictor in ("model", "neighbour_mean", "ridge"):
+                assert np.isfinite(scores[part][predictor]["pearson"]), (part, predictor)
+                assert np.isfinite(scores[part][predictor]["within_window_pearson"])
+        # A constant predictor has no defined correlation with the masked values.
+        assert scores["accessibility"]["train_mean"]["pearson"] is None
     per_feature = pd.read_csv(results / "evaluate" / "all" / "metrics_per_feature.tsv", sep="\t")
-    assert set(per_feature["predictor"]) == {"model", "train_mean", "neighbour_mean"}
+    assert set(per_feature["predictor"]) == set(predictors)
+    assert set(per_feature["cell_type"]) == {*DEMO, "pooled"}
     assert {p.name for p in (results / "evaluate" / "all" / "plots").iterdir()} >= {
         "accessibility_density.png",
+        "pearson_by_cell_type.png",
+        "accessibility_spread.png",
         "per_feature_pearson.png",
         "training_curves.png",
     }
@@ -190,3 +197,24 @@ def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
 
     report = snakemake(tmp_path, "--report", "report.html", "--configfile", config)
     assert report.returncode == 0 and (tmp_path / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_accessibility_task_with_positions_runs_end_to_end(tmp_path):
+    sections = {
+        **TINY,
+        "task": {"predict": "accessibility"},
+        "model": {"preset": "tiny", "positions": "rotary"},
+        "impute": {"splits": ["test"]},
+    }
+    config = write_config(tmp_path, ["demo_liver"], **sections)
+    snakemake(tmp_path, "--cores", "2", "--configfile", config)
+    results = tmp_path / "results"
+    metrics = json.loads((results / "evaluate" / "all" / "metrics.json").read_text())
+    assert metrics["task"] == "accessibility"
+    scores = metrics["per_cell_type"]["demo_liver"]
+    assert set(scores) == {"accessibility"}  # motif features are inputs, not predictions
+    assert np.isfinite(scores["accessibility"]["ridge"]["pearson"])
+    imputed = pd.read_parquet(results / "impute" / "all" / "demo_liver.parquet")
+    assert [c for c in imputed.columns if c.startswith("imputed.")] == ["imputed.accessibility"]
+    assert "observed.CTCF" in imputed.columns

@@ -1,4 +1,4 @@
-# Masked-prediction metrics on the held-out split, beside the training-mean and neighbour baselines.
+# Masked-prediction metrics on the held-out split per cell type, beside four baselines.
 
 
 rule evaluate:
@@ -8,6 +8,8 @@ rule evaluate:
         windows=lambda wildcards: prepared(
             GROUPS[wildcards.group], [f"windows_{config['evaluate']['split']}.parquet"]
         ),
+        # the ridge baseline is fitted on each cell type's training windows
+        training=lambda wildcards: prepared(GROUPS[wildcards.group], ["windows_train.parquet"]),
     output:
         metrics=RESULTS / "evaluate" / "{group}" / "metrics.json",
         per_feature=RESULTS / "evaluate" / "{group}" / "metrics_per_feature.tsv",

@@ -1,0 +1,235 @@
+"""Genomic positions (rotary attention) and the accessibility task, end to end in the network,
+the diffusion module and the imputation table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from getdiff.diffusion import GaussianDiffusion, Target
+from getdiff.errors import ConfigError
+from getdiff.impute import imputation_table
+from getdiff.model import build_model
+from getdiff.task import model_task, predicted_columns, predicted_features
+from getdiff.tensors import WindowSet
+
+FIXTURE = "tests/data/tiny_model_outputs.safetensors"
+NAMES = ["A", "B", "C", "accessibility"]
+
+
+def rotary_model(seed: int = 0, features: int = 4) -> torch.nn.Module:
+    """A tiny rotary model whose adaLN and head are non-zero, so attention shows in the output."""
+    torch.manual_seed(seed)
+    model = build_model(
+        "tiny", num_motif=features, dropout=0.0, positions="rotary", rope_min_wavelength=100.0
+    ).eval()
+    with torch.no_grad():
+        for block in model.encoder.blocks:
+            block.adaLN_modulation[-1].weight.normal_(std=0.1)
+            block.adaLN_modulation[-1].bias.normal_(std=0.5)
+        model.head_mask.weight.normal_(std=0.1)
+    return model
+
+
+def inputs(b: int = 2, r: int = 16, f: int = 4, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, r, f, generator=g)
+    mask = torch.rand(b, r, generator=g) < 0.5
+    t = torch.tensor([999] * b)
+    # Midpoints near the end of a large chromosome, spaced 200-20,000 bp apart.
+    gaps = torch.randint(200, 20_000, (b, r), generator=g).double()
+    positions = 240_000_000 + gaps.cumsum(dim=1)
+    return x, mask, t, positions
+
+
+def test_positions_off_reproduces_the_model_before_positions_existed_bitwise():
+    saved = load_file(FIXTURE)
+    model = build_model(
+        "tiny",
+        num_motif=7,
+        num_regions=12,
+        dropout=0.0,
+        embed_dim=16,
+        num_heads=2,
+        frequency_dim=16,
+    ).eval()
+    model.load_state_dict(
+        {k[len("weights.") :]: v for k, v in saved.items() if k.startswith("weights.")}
+    )
+    with torch.no_grad():
+        out = model(saved["x"], saved["mask"], saved["t"])
+        ignored = model(saved["x"], saved["mask"], saved["t"], torch.rand(2, 12) * 1e6)
+    assert torch.equal(out, saved["output"])
+    assert torch.equal(ignored, saved["output"])  # positions are ignored when off
+
+
+def test_permuting_regions_with_their_coordinates_permutes_the_output():
+    model = rotary_model()
+    x, mask, t, positions = inputs()
+    perm = torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        permuted = model(x[:, perm], mask[:, perm], t, positions[:, perm])
+        reference = model(x, mask, t, positions)[:, perm]
+    torch.testing.assert_close(permuted, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_moving_a_masked_region_changes_its_prediction_when_positions_are_on():
+    model = rotary_model()
+    x, mask, t, positions = inputs()
+    i = int(torch.nonzero(mask[0])[0])
+    moved = positions.clone()
+    moved[0, i] += 5_000
+    with torch.no_grad():
+        before = model(x, mask, t, positions)
+        after = model(x, mask, t, moved)
+    assert not torch.allclose(before[0, i], after[0, i], atol=1e-4)
+    torch.testing.assert_close(before[1], after[1])  # other windows untouched
+
+
+def test_shifting_a_whole_window_leaves_the_output_unchanged():
+    model = rotary_model()
+    x, mask, t, positions = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(x, mask, t, positions), model(x, mask, t, positions - 239_000_000)
+        )
+
+
+def test_rotary_model_without_positions_is_an_error():
+    model = rotary_model()
+    x, mask, t, _ = inputs()
+    with pytest.raises(ValueError, match="positions"):
+        model(x, mask, t)
+
+
+def test_unknown_position_encoding_is_a_config_error():
+    with pytest.raises(ConfigError, match="positions"):
+        build_model("tiny", positions="alibi")
+
+
+def test_rotary_model_has_the_same_parameters_as_the_plain_one():
+    plain = build_model("tiny")
+    rotary = build_model("tiny", positions="rotary")
+    shapes = {k: v.shape for k, v in plain.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in rotary.state_dict().items()}
+
+
+# --- the accessibility task ---------------------------------------------------------------------
+
+
+class Recorder:
+    """Stand-in network: records its input and returns a fixed prediction."""
+
+    def __init__(self, prediction: torch.Tensor) -> None:
+        self.prediction = prediction
+        self.seen: list[torch.Tensor] = []
+
+    def __call__(self, x, mask, t, positions=None):
+        self.seen.append(x.clone())
+        return self.prediction.repeat(x.shape[0] // self.prediction.shape[0], 1, 1)
+
+
+def accessibility_target(window_scaling: bool = False) -> Target:
+    return Target(predicted_columns("accessibility", NAMES), window_scaling)
+
+
+def test_accessibility_task_predicts_only_the_accessibility_column():
+    assert predicted_features("accessibility", NAMES) == ["accessibility"]
+    assert predicted_columns("accessibility", NAMES).tolist() == [False, False, False, True]
+    assert predicted_columns("all", NAMES) is None
+    with pytest.raises(ConfigError, match="accessibility"):
+        predicted_features("accessibility", ["A", "B"])
+
+
+def test_masked_rows_keep_their_observed_motif_features_as_inputs():
+    x0, mask, t, _ = inputs()
+    recorder = Recorder(torch.zeros_like(x0))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5))
+    GaussianDiffusion().training_loss(recorder, x0, mask, t, noise, target=accessibility_target())
+    seen = recorder.seen[0]
+    assert torch.equal(seen[..., :3], x0[..., :3])  # motif inputs are observed, masked or not
+    assert torch.equal(seen[~mask][:, 3], x0[~mask][:, 3])  # unmasked accessibility is clean
+    assert not torch.allclose(seen[mask][:, 3], x0[mask][:, 3])  # masked accessibility is noised
+
+
+def test_accessibility_loss_ignores_motif_columns():
+    x0, mask, t, _ = inputs()
+    noise = torch.randn(x0.shape)
+    target = accessibility_target()
+    prediction = x0.clone()
+    prediction[..., 3] += 0.1
+    wrong_motifs = prediction.clone()
+    wrong_motifs[..., :3] = 5.0
+    diffusion = GaussianDiffusion()
+    loss, _ = diffusion.training_loss(Recorder(prediction), x0, mask, t, noise, target=target)
+    same, _ = diffusion.training_loss(Recorder(wrong_motifs), x0, mask, t, noise, target=target)
+    assert float(loss) == pytest.approx(0.01)  # mean over masked accessibility values only
+    assert float(same) == float(loss)
+
+
+def test_sampling_returns_observed_motif_features_for_masked_rows():
+    x0, mask, _, _ = inputs()
+    prediction = torch.full_like(x0, 0.5)
+    mean, std = GaussianDiffusion().sample(
+        Recorder(prediction), x0, mask, num_samples=2, target=accessibility_target()
+    )
+    assert torch.equal(mean[..., :3], x0[..., :3])
+    assert torch.all(mean[mask][:, 3] == 0.5)
+    assert torch.all(std[..., :3] == 0)
+
+
+def test_imputation_table_reports_no_motif_predictions_in_accessibility_task():
+    n, window = 4, 4
+    regions = pd.DataFrame(
+        {
+            "chrom": ["chr1"] * n,
+            "start": np.arange(n) * 100,
+            "end": np.arange(n) * 100 + 50,
+            "name": [f"p{i}" for i in range(n)],
+            "region_id": np.arange(n),
+        }
+    )
+    meta = {
+        "feature_names": NAMES,
+        "window_size": window,
+        "scaling": {"motif_max": [1.0] * 3, "accessibility": {"constant": True, "value": 1.0}},
+    }
+    features = np.random.default_rng(0).random((n, 4)).astype(np.float32)
+    windows = WindowSet(features, regions, np.array([0]), np.ones((1, window), bool), meta)
+    mean = features[None].copy()
+    table = imputation_table(windows, mean, np.zeros_like(mean), "test", None, ["accessibility"])
+    imputed = [c for c in table.columns if c.startswith("imputed")]
+    assert imputed == [
+        "imputed.accessibility",
+        "imputed_std.accessibility",
+        "imputed_raw.accessibility",
+    ]
+    assert {f"observed.{name}" for name in NAMES} <= set(table.columns)
+
+
+def test_a_config_contradicting_the_models_task_is_refused():
+    config = {"task": {"predict": "all", "scaling": "none"}}
+    assert model_task({}, config, "m.safetensors") == config["task"]  # files from before tasks
+    with pytest.raises(ConfigError, match="trained with task.predict: accessibility"):
+        model_task({"task": {"predict": "accessibility"}}, config, "m.safetensors")
+    with pytest.raises(ConfigError, match="task.scaling: window"):
+        model_task({"task": {"predict": "all", "scaling": "window"}}, config, "m.safetensors")
+
+
+def test_window_scaling_standardises_by_the_unmasked_rows_and_maps_predictions_back():
+    x0, mask, t, _ = inputs()
+    target = accessibility_target(window_scaling=True)
+    recorder = Recorder(torch.zeros_like(x0))  # predicts the window's unmasked mean
+    loss, prediction = GaussianDiffusion().training_loss(
+        recorder, x0, mask, t, torch.randn(x0.shape), target=target
+    )
+    kept = x0[0][~mask[0]][:, 3]
+    standardised = recorder.seen[0][0][~mask[0]][:, 3]
+    torch.testing.assert_close(standardised, (kept - kept.mean()) / kept.std(unbiased=False))
+    assert torch.allclose(prediction[0][mask[0]][:, 3], kept.mean())
+    assert torch.equal(prediction[..., :3], torch.zeros_like(x0[..., :3]))  # not rescaled
+    mean, _ = GaussianDiffusion().sample(recorder, x0, mask, target=target)
+    assert torch.allclose(mean[0][mask[0]][:, 3], kept.mean())
