@@ -120,22 +120,22 @@ def train_groups(config: dict[str, Any], cell_types: list[str]) -> dict[str, lis
     return groups
 
 
-# Sections each stage does not read; leaving them out of a rule's config means editing, say,
-# evaluate: never makes Snakemake rerun prepare or train.
-UNUSED_SECTIONS = {
-    "prepare": ("task", "model", "diffusion", "train", "evaluate", "impute"),
-    "train": ("evaluate", "impute"),
-    "evaluate": ("impute",),
-    "impute": ("evaluate",),
-}
+# Top-level input keys every stage gets; a rule names the sections it reads beside it.
+TOP_LEVEL_KEYS = ("cell_types", "motif_scan", "genome", "cluster_names", "motif_to_cluster")
 
 
-def stage_config_json(config: dict[str, Any], stage: str) -> str:
-    """The validated config minus the sections ``stage`` ignores, as compact JSON for a rule."""
+def stage_config_json(config: dict[str, Any], *sections: str) -> str:
+    """The validated config restricted to the top-level inputs and ``sections``, as compact JSON.
+
+    Each rule passes the sections its command reads, so editing, say, ``evaluate:`` never makes
+    Snakemake rerun prepare or train, and a new section reruns nothing that does not read it.
+    """
     resolved = validate_config(dict(config))
-    for section in UNUSED_SECTIONS.get(stage, ()):
-        resolved.pop(section, None)
-    return json.dumps(resolved, separators=(",", ":"), sort_keys=True)
+    unknown = sorted(set(sections) - set(resolved))
+    if unknown:
+        raise ConfigError(f"stage_config_json: no config section(s) {unknown}")
+    subset = {key: resolved[key] for key in (*TOP_LEVEL_KEYS, *sections) if key in resolved}
+    return json.dumps(subset, separators=(",", ":"), sort_keys=True)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

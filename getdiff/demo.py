@@ -9,7 +9,8 @@
 - ``DIR/motif_scan.bed.gz``: ``chrom start end cluster score strand`` (bgzip + ``.tbi`` when
   pysam is importable, else gzip), cluster names from the bundled 282-name list;
 - ``DIR/cell_types.tsv`` (counts_column 7) and ``DIR/config.yaml`` pointing at those files, with
-  paths spelled from DIR exactly as given.
+  paths spelled from DIR exactly as given; it trains the tiny preset in full (a CPU run of
+  minutes; no pretrained weights exist for the demo to adapt).
 
 Genome: hg38 chromosome names and sizes (default chr1-22, chrX); peaks are spread in proportion to
 chromosome size. Generative model (one site universe; each cell type keeps the shared sites, 60%
@@ -341,11 +342,15 @@ def write_demo_data(
     # spacing, so max_span is set to twice that (GET's 5 Mb would skip every training window).
     spacing = sizes.sum() / peaks_per_cell_type
     max_span = int(np.ceil(2 * WINDOW_SIZE * spacing / 1e6)) * 1_000_000
+    # The demo has no pretrained weights to adapt, and must train on a laptop CPU: the tiny
+    # preset trained in full (the spec preset with LoRA on random weights would take ~15 h).
     config = {
         "cell_types": str(sheet_path),
         "motif_scan": str(scan_path),
         "genome": "hg38",
         "prepare": {"max_span": max_span},
+        "model": {"preset": "tiny", "use_lora": False},
+        "train": {"lr": 0.003, "max_steps": 1000},
     }
     validate_config(config, source="demo config")
     config_path = out / "config.yaml"
@@ -354,6 +359,7 @@ def write_demo_data(
         f"{peaks_per_cell_type} peaks per cell type, {len(chroms)} chromosomes).\n"
         f"# prepare.max_span: demo peaks are ~{spacing / 1e3:.0f} kb apart on average, so "
         f"900-peak windows span ~{WINDOW_SIZE * spacing / 1e6:.0f} Mb.\n"
+        "# model: the tiny preset, trained in full, fits a CPU; on a GPU try preset: mid or spec.\n"
     )
     with atomic_path(config_path) as tmp:
         tmp.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

@@ -41,7 +41,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +421,319 @@ def _set_rng_states(states: dict[str, Any], generator: torch.Generator, device: 
 # --- the loop ----------------------------------------------------------------------------------
 
 
+@dataclass
+class Run:
+    """What a training run reads and never changes: settings, data, validation set, device."""
+
+    config: dict[str, Any]
+    cell_types: list[str]
+    outdir: Path
+    device: torch.device
+    bf16: bool  # autocast to bfloat16
+    train_data: WindowData
+    val: ValidationSet | None
+    target: Target
+    diffusion: GaussianDiffusion
+    fingerprint: str
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.config["train"]
+
+    @property
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    @property
+    def last_path(self) -> Path:
+        return self.outdir / "checkpoints" / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.outdir / "checkpoints" / "best.pt"
+
+
+def prepare_run(
+    config: dict[str, Any], cell_types: list[str], prepared_dir: str | Path, outdir: str | Path
+) -> Run:
+    """Device, precision, the group's windows, the fixed validation set and the fingerprint."""
+    settings = config["train"]
+    device = resolve_device(settings["device"])
+    # bf16 autocast: always on CUDA; on CPU only when asked (it pays off on CPUs with native
+    # bf16 matmul, e.g. avx512_bf16/AMX: 1.5x at the mid preset in benchmarks/RESULTS.md).
+    precision = settings["precision"]
+    use_autocast = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    train_data = load_split_windows(prepared_dir, cell_types, "train", device)
+    val_data = load_split_windows(prepared_dir, cell_types, "validation", device)
+    if len(train_data) == 0:
+        raise InputError(prepared_dir, f"no training windows for cell types {cell_types}")
+    if val_data.feature_names != train_data.feature_names:
+        raise InputError(prepared_dir, "train and validation windows have different features")
+    diffusion = GaussianDiffusion.from_config(config["diffusion"])
+    val = make_validation_set(
+        val_data,
+        settings["val_windows"],
+        config["diffusion"]["mask_ratio"],
+        diffusion.num_timesteps,
+        settings["seed"] + 1,
+    )
+    if val is None:
+        log.warning("no validation windows: the final weights are kept (no best-model selection)")
+    inputs = [
+        Path(prepared_dir) / ct / f"windows_{s}.parquet"
+        for ct in cell_types
+        for s in ("train", "validation")
+    ]
+    return Run(
+        config=config,
+        cell_types=cell_types,
+        outdir=Path(outdir),
+        device=device,
+        bf16=use_autocast,
+        train_data=train_data,
+        val=val,
+        target=task_target(config["task"], train_data.feature_names),
+        diffusion=diffusion,
+        fingerprint=_config_fingerprint(config, cell_types, inputs),
+    )
+
+
+@dataclass
+class TrainState:
+    """Everything a step changes; saved to and restored from ``checkpoints/last.pt``."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator  # masks, t and noise
+    loss_sum: torch.Tensor  # training loss summed since the last log line (on the device)
+    trainable: list[torch.nn.Parameter]  # not saved: derived from the model
+    step: int = 0
+    interval_steps: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_step: int = -1
+
+    @classmethod
+    def fresh(cls, run: Run) -> TrainState:
+        """Seeded model (GET import and LoRA as configured), optimizer, schedule and generator."""
+        settings = run.settings
+        torch.manual_seed(settings["seed"])  # model initialisation (and LoRA's) is seeded too
+        data = run.train_data
+        model = build_training_model(run.config, len(data.feature_names), data.window_size)
+        model = model.to(run.device).train()
+        optimizer = configure_optimizer(model, settings["lr"], settings["weight_decay"], run.device)
+        schedule = lr_factor(settings["warmup_steps"], settings["max_steps"])
+        return cls(
+            model=model,
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+            generator=torch.Generator(device=run.device).manual_seed(settings["seed"]),
+            loss_sum=torch.zeros((), device=run.device),
+            trainable=[p for p in model.parameters() if p.requires_grad],
+        )
+
+    def to_checkpoint(self, fingerprint: str) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_states(self.generator, self.loss_sum.device),
+            "history": self.history,
+            "best_val_loss": self.best_val_loss,
+            "best_step": self.best_step,
+            "loss_sum": float(self.loss_sum),
+            "interval_steps": self.interval_steps,
+            "fingerprint": fingerprint,
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        _set_rng_states(checkpoint["rng"], self.generator, self.loss_sum.device)
+        self.step, self.history = checkpoint["step"], checkpoint["history"]
+        self.best_val_loss, self.best_step = checkpoint["best_val_loss"], checkpoint["best_step"]
+        self.loss_sum.fill_(checkpoint["loss_sum"])
+        self.interval_steps = checkpoint["interval_steps"]
+
+
+def resume(state: TrainState, run: Run) -> None:
+    """Continue from ``last.pt`` when it was written with the same settings and inputs."""
+    path = run.last_path
+    if path.exists():
+        # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated or foreign file: torch raises several types
+            raise InputError(
+                path,
+                f"unreadable checkpoint ({str(error).splitlines()[0]}); expected one written by "
+                "getdiff train (delete it to start afresh)",
+            ) from error
+        if checkpoint.get("fingerprint") == run.fingerprint:
+            state.restore(checkpoint)
+            log.info("resuming from %s at step %d", path, state.step)
+        else:
+            log.warning("%s was written with other settings or inputs: starting afresh", path)
+    if state.step == 0:
+        run.best_path.unlink(missing_ok=True)  # a stale best from another run must not be picked
+
+
+def train_step(state: TrainState, run: Run, sampler: EpochSampler) -> dict[str, Any]:
+    """One optimizer step on the step's batch; returns what the log line reports."""
+    data, settings = run.train_data, run.settings
+    batch_size, device = settings["batch_size"], run.device
+    x0, positions = data.batch(sampler.indices(state.step))
+    mask = random_masks(
+        batch_size, data.window_size, run.config["diffusion"]["mask_ratio"], state.generator, device
+    )
+    t = random_timesteps(batch_size, run.diffusion.num_timesteps, state.generator, device)
+    noise = torch.randn(x0.shape, generator=state.generator, device=device)
+    with run.autocast:
+        loss, pred = run.diffusion.training_loss(
+            state.model, x0, mask, t, noise, positions=positions, target=run.target
+        )
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    # max_norm inf (grad_clip 0) still measures the norm for the log, without clipping.
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.trainable, settings["grad_clip"] or math.inf)
+    state.optimizer.step()
+    lr = state.scheduler.get_last_lr()[0]
+    state.scheduler.step()
+    state.step += 1
+    state.loss_sum += loss.detach()
+    state.interval_steps += 1
+    return {"pred": pred, "x0": x0, "mask": mask, "grad_norm": grad_norm, "lr": lr}
+
+
+class Throughput:
+    """Steps per second since the last reset (evaluation and saving are left out)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.steps = time.perf_counter(), 0
+
+    def rate(self) -> float:
+        return self.steps / max(time.perf_counter() - self.start, 1e-9)
+
+
+def log_row(state: TrainState, run: Run, last: dict[str, Any], rate: float) -> dict[str, float]:
+    """The history row of a log step (mean loss since the last one, Pearson, speed)."""
+    mean_loss = float(state.loss_sum) / state.interval_steps  # syncs the device: timing is real
+    state.loss_sum.zero_()
+    state.interval_steps = 0
+    if not math.isfinite(mean_loss) and all(
+        math.isfinite(r.get("loss", 0.0)) for r in state.history
+    ):
+        log.warning(
+            "training loss is %s at step %d: training has diverged; lower train.lr or set "
+            "train.grad_clip",
+            mean_loss,
+            state.step,
+        )
+    tokens_per_step = run.settings["batch_size"] * run.train_data.window_size
+    pearson = masked_pearson(
+        last["pred"].detach().float(), last["x0"], last["mask"], run.target.columns
+    )
+    return {
+        "step": state.step,
+        "lr": last["lr"],
+        "loss": mean_loss,
+        "masked_pearson": pearson,
+        "grad_norm": float(last["grad_norm"]),
+        "steps_per_s": rate,
+        "tokens_per_s": rate * tokens_per_step,
+    }
+
+
+def report(row: dict[str, float], max_steps: int, bar: tqdm) -> None:
+    """The log line of a history row: a progress-bar postfix on a terminal, else a log record."""
+    message = (
+        f"loss {row['loss']:.5f} pearson {row['masked_pearson']:.3f} lr {row['lr']:.2e} "
+        f"{row['steps_per_s']:.2f} steps/s {row['tokens_per_s']:,.0f} tokens/s"
+    )
+    if not bar.disable:
+        bar.set_postfix_str(message)
+        return
+    eta = round((max_steps - row["step"]) / max(row["steps_per_s"], 1e-9))
+    log.info(
+        "step %d/%d %s ETA %d:%02d:%02d",
+        row["step"],
+        max_steps,
+        message,
+        eta // 3600,
+        eta // 60 % 60,
+        eta % 60,
+    )
+
+
+def validation_step(state: TrainState, run: Run) -> tuple[float, float]:
+    """Score the fixed validation set; keep ``best.pt`` at the lowest loss so far."""
+    if run.val is None:
+        return math.nan, math.nan
+    val_loss, val_pearson = validate(
+        state.model, run.diffusion, run.val, run.settings["batch_size"], run.autocast, run.target
+    )
+    log.info(
+        "step %d validation: loss %.5f, masked Pearson %.4f", state.step, val_loss, val_pearson
+    )
+    if val_loss < state.best_val_loss:
+        state.best_val_loss, state.best_step = val_loss, state.step
+        _save({"step": state.step, "model": state.model.state_dict()}, run.best_path)
+    return val_loss, val_pearson
+
+
+def export(state: TrainState, run: Run) -> None:
+    """Load the best weights and write model, adapter, history and config (each atomically)."""
+    if run.val is not None and state.best_step >= 0:
+        best = torch.load(run.best_path, map_location="cpu", weights_only=True)
+        state.model.load_state_dict(best["model"])
+        log.info("best validation loss %.5f at step %d", state.best_val_loss, state.best_step)
+    settings, model_settings = run.settings, run.config["model"]
+    data = run.train_data
+    metadata = {
+        "getdiff_version": __version__,
+        "cell_types": run.cell_types,
+        "feature_names": data.feature_names,
+        "train_feature_mean": data.features.double().mean(dim=0).tolist(),
+        "window_size": data.window_size,
+        "task": run.config["task"],
+        "diffusion": run.config["diffusion"],
+        "preset": model_settings["preset"],
+        "use_lora": model_settings["use_lora"],
+        "steps": settings["max_steps"],
+        "best_step": state.best_step if run.val is not None else settings["max_steps"],
+        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+    }
+    state.model.eval()
+    _export(state.model, model_settings["use_lora"], run.outdir, metadata)
+    _write_history(state.history, run.outdir / "history.tsv")
+    with atomic_path(run.outdir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(run.config, sort_keys=False), encoding="utf-8")
+    log.info("wrote %s", run.outdir)
+
+
+def _log_model(state: TrainState, run: Run) -> None:
+    trainable, total = count_parameters(state.model)
+    data = run.train_data
+    log.info(
+        "model %s: %s trainable of %s parameters; device %s%s; %d train windows x %d regions x %d "
+        "features",
+        run.config["model"]["preset"],
+        f"{trainable:,}",
+        f"{total:,}",
+        run.device,
+        " (bf16 autocast)" if run.bf16 else f" ({torch.get_num_threads()} threads)",
+        len(data),
+        data.window_size,
+        len(data.feature_names),
+    )
+
+
 def train(
     config: dict[str, Any],
     cell_types: list[str],
@@ -434,240 +747,50 @@ def train(
     ``threads`` sets torch's CPU threads. ``stop_after`` ends the run after that many steps
     as if killed (no final outputs; the last periodic checkpoint stays), and returns None.
     """
-    settings, model_settings = config["train"], config["model"]
-    outdir = Path(outdir)
-    checkpoints = outdir / "checkpoints"
-    device = resolve_device(settings["device"])
-    if threads and device.type == "cpu":
+    if threads:
         torch.set_num_threads(threads)
-    # bf16 autocast: always on CUDA; on CPU only when asked (it pays off on CPUs with native
-    # bf16 matmul, e.g. avx512_bf16/AMX: 1.5x at the mid preset in benchmarks/RESULTS.md).
-    precision = settings["precision"]
-    use_autocast = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast)
-
-    train_data = load_split_windows(prepared_dir, cell_types, "train", device)
-    val_data = load_split_windows(prepared_dir, cell_types, "validation", device)
-    if len(train_data) == 0:
-        raise InputError(prepared_dir, f"no training windows for cell types {cell_types}")
-    if val_data.feature_names != train_data.feature_names:
-        raise InputError(prepared_dir, "train and validation windows have different features")
-    target = task_target(config["task"], train_data.feature_names)
-    num_motif, window_size = len(train_data.feature_names), train_data.window_size
-    inputs = [
-        Path(prepared_dir) / ct / f"windows_{s}.parquet"
-        for ct in cell_types
-        for s in ("train", "validation")
-    ]
-    fingerprint = _config_fingerprint(config, cell_types, inputs)
-
-    diffusion = GaussianDiffusion.from_config(config["diffusion"])
-    mask_ratio = config["diffusion"]["mask_ratio"]
-    seed = settings["seed"]
-    batch_size, max_steps = settings["batch_size"], settings["max_steps"]
-    val = make_validation_set(
-        val_data, settings["val_windows"], mask_ratio, diffusion.num_timesteps, seed + 1
+    run = prepare_run(config, cell_types, prepared_dir, outdir)
+    state = TrainState.fresh(run)
+    _log_model(state, run)
+    resume(state, run)
+    settings = run.settings
+    max_steps = settings["max_steps"]
+    sampler = EpochSampler(
+        len(run.train_data), settings["batch_size"], settings["seed"], run.device
     )
-    if val is None:
-        log.warning("no validation windows: the final weights are kept (no best-model selection)")
-    del val_data
-
-    torch.manual_seed(seed)  # model initialisation (and LoRA's) is seeded too
-    model = build_training_model(config, num_motif, window_size).to(device)
-    model.train()
-    trainable, total = count_parameters(model)
-    log.info(
-        "model %s: %s trainable of %s parameters; device %s%s; %d train windows x %d regions x %d "
-        "features",
-        model_settings["preset"],
-        f"{trainable:,}",
-        f"{total:,}",
-        device,
-        " (bf16 autocast)" if use_autocast else f" ({torch.get_num_threads()} threads)",
-        len(train_data),
-        window_size,
-        num_motif,
-    )
-    optimizer = configure_optimizer(model, settings["lr"], settings["weight_decay"], device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(settings["warmup_steps"], max_steps)
-    )
-    generator = torch.Generator(device=device).manual_seed(seed)
-    sampler = EpochSampler(len(train_data), batch_size, seed, device)
-
-    step, history = 0, []
-    loss_sum = torch.zeros((), device=device)  # training loss summed since the last log line
-    interval_steps = 0
-    best_val_loss, best_step = math.inf, -1
-    last_path, best_path = checkpoints / "last.pt", checkpoints / "best.pt"
-    if last_path.exists():
-        # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
-        try:
-            state = torch.load(last_path, map_location="cpu", weights_only=True)
-        except Exception as error:  # truncated or foreign file: torch raises several types
-            raise InputError(
-                last_path,
-                f"unreadable checkpoint ({str(error).splitlines()[0]}); expected one written by "
-                "getdiff train (delete it to start afresh)",
-            ) from error
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng_states(state["rng"], generator, device)
-            step, history = state["step"], state["history"]
-            best_val_loss, best_step = state["best_val_loss"], state["best_step"]
-            loss_sum.fill_(state["loss_sum"])
-            interval_steps = state["interval_steps"]
-            log.info("resuming from %s at step %d", last_path, step)
-        else:
-            log.warning("%s was written with other settings or inputs: starting afresh", last_path)
-    if step == 0:
-        best_path.unlink(missing_ok=True)  # a stale best from another run must not be picked
-
-    def checkpoint() -> None:
-        _save(
-            {
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_states(generator, device),
-                "history": history,
-                "best_val_loss": best_val_loss,
-                "best_step": best_step,
-                "loss_sum": float(loss_sum),
-                "interval_steps": interval_steps,
-                "fingerprint": fingerprint,
-            },
-            last_path,
-        )
-
-    def evaluate() -> tuple[float, float]:
-        nonlocal best_val_loss, best_step
-        if val is None:
-            return math.nan, math.nan
-        val_loss, val_pearson = validate(model, diffusion, val, batch_size, autocast, target)
-        log.info("step %d validation: loss %.5f, masked Pearson %.4f", step, val_loss, val_pearson)
-        if val_loss < best_val_loss:
-            best_val_loss, best_step = val_loss, step
-            _save({"step": step, "model": model.state_dict()}, best_path)
-        return val_loss, val_pearson
-
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
-    tokens_per_step = batch_size * window_size
-    interval_start, timed_steps = time.perf_counter(), 0  # for rates; resets around eval/saving
-    interactive = sys.stderr.isatty()
-    warned_nonfinite = False
+    speed = Throughput()
     with (
         logging_redirect_tqdm(),
         tqdm(
-            total=max_steps, initial=step, disable=not interactive, unit="step", dynamic_ncols=True
+            total=max_steps,
+            initial=state.step,
+            disable=not sys.stderr.isatty(),
+            unit="step",
+            dynamic_ncols=True,
         ) as bar,
     ):
-        while step < max_steps:
-            x0, positions = train_data.batch(sampler.indices(step))
-            mask = random_masks(batch_size, window_size, mask_ratio, generator, device)
-            t = random_timesteps(batch_size, diffusion.num_timesteps, generator, device)
-            noise = torch.randn(x0.shape, generator=generator, device=device)
-            with autocast:
-                loss, pred = diffusion.training_loss(
-                    model, x0, mask, t, noise, positions=positions, target=target
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # max_norm inf (grad_clip 0) still measures the norm for the log, without clipping.
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                trainable_params, settings["grad_clip"] or math.inf
-            )
-            optimizer.step()
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            step += 1
-            loss_sum += loss.detach()
-            interval_steps += 1
-            timed_steps += 1
+        while state.step < max_steps:
+            last = train_step(state, run, sampler)
+            speed.steps += 1
             bar.update(1)
-
-            row: dict[str, float] = {}
+            step, row = state.step, {}
             if step % settings["log_every"] == 0 or step == max_steps:
-                mean_loss = float(loss_sum) / interval_steps  # syncs the device: timing is real
-                elapsed = max(time.perf_counter() - interval_start, 1e-9)
-                rate = timed_steps / elapsed
-                if not math.isfinite(mean_loss) and not warned_nonfinite:
-                    warned_nonfinite = True
-                    log.warning(
-                        "training loss is %s at step %d: training has diverged; lower train.lr "
-                        "or set train.grad_clip",
-                        mean_loss,
-                        step,
-                    )
-                row = {
-                    "step": step,
-                    "lr": lr,
-                    "loss": mean_loss,
-                    "masked_pearson": masked_pearson(
-                        pred.detach().float(), x0, mask, target.columns
-                    ),
-                    "grad_norm": float(grad_norm),
-                    "steps_per_s": rate,
-                    "tokens_per_s": rate * tokens_per_step,
-                }
-                eta = round((max_steps - step) / rate)
-                message = (
-                    f"loss {mean_loss:.5f} pearson {row['masked_pearson']:.3f} lr {lr:.2e} "
-                    f"{rate:.2f} steps/s {row['tokens_per_s']:,.0f} tokens/s"
-                )
-                if interactive:
-                    bar.set_postfix_str(message)
-                else:
-                    log.info(
-                        "step %d/%d %s ETA %s",
-                        step,
-                        max_steps,
-                        message,
-                        f"{eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
-                    )
-                loss_sum.zero_()
-                interval_steps = 0
+                row = log_row(state, run, last, speed.rate())
+                report(row, max_steps, bar)
             if step % settings["eval_every"] == 0 or step == max_steps:
-                val_loss, val_pearson = evaluate()
+                val_loss, val_pearson = validation_step(state, run)
                 row.update(step=step, val_loss=val_loss, val_masked_pearson=val_pearson)
             if row:
-                history.append(row)
+                state.history.append(row)
             if step % settings["checkpoint_every"] == 0 or step == max_steps:
-                checkpoint()
+                _save(state.to_checkpoint(run.fingerprint), run.last_path)
             if row or step % settings["checkpoint_every"] == 0:
-                interval_start, timed_steps = time.perf_counter(), 0  # rates exclude eval/saving
-            if stop_after is not None and step >= stop_after and step < max_steps:
+                speed.reset()  # rates exclude evaluation and saving
+            if stop_after is not None and stop_after <= step < max_steps:
                 log.info("stopping after step %d as asked (outputs not written)", step)
                 return None
-
-    if val is not None and best_step >= 0:
-        best = torch.load(best_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(best["model"])
-        log.info("best validation loss %.5f at step %d", best_val_loss, best_step)
-    metadata = {
-        "getdiff_version": __version__,
-        "cell_types": cell_types,
-        "feature_names": train_data.feature_names,
-        "train_feature_mean": train_data.features.double().mean(dim=0).tolist(),
-        "window_size": window_size,
-        "task": config["task"],
-        "diffusion": config["diffusion"],
-        "preset": model_settings["preset"],
-        "use_lora": model_settings["use_lora"],
-        "steps": max_steps,
-        "best_step": best_step if val is not None else max_steps,
-        "best_val_loss": best_val_loss if math.isfinite(best_val_loss) else None,
-    }
-    model.eval()
-    _export(model, model_settings["use_lora"], outdir, metadata)
-    _write_history(history, outdir / "history.tsv")
-    with atomic_path(outdir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    log.info("wrote %s", outdir)
-    return outdir
+    export(state, run)
+    return run.outdir
 
 
 # --- command line ------------------------------------------------------------------------------

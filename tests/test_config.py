@@ -54,10 +54,25 @@ def test_load_config_reports_bad_yaml(tmp_path):
         load_config(path)
 
 
-def test_stage_config_leaves_out_sections_the_stage_ignores():
+def test_stage_config_holds_only_the_inputs_and_the_sections_named():
     prepare = json.loads(stage_config_json(MINIMAL, "prepare"))
-    assert "train" not in prepare and "prepare" in prepare
+    assert set(prepare) == {
+        "cell_types",
+        "motif_scan",
+        "genome",
+        "cluster_names",
+        "motif_to_cluster",
+        "prepare",
+    }
     assert "evaluate" in json.loads(stage_config_json(MINIMAL, "evaluate"))
+    with pytest.raises(ConfigError, match="evaluat"):
+        stage_config_json(MINIMAL, "evaluat")
+
+
+def test_the_inference_device_is_not_part_of_the_train_rules_config():
+    train = stage_config_json(MINIMAL, "task", "model", "diffusion", "train")
+    moved = {**MINIMAL, "evaluate": {"device": "cpu"}, "impute": {"device": "cpu"}}
+    assert stage_config_json(moved, "task", "model", "diffusion", "train") == train
 
 
 def _sheet(tmp_path, text):

@@ -32,7 +32,7 @@ rule evaluate:
         runtime=120,
     params:
         getdiff=GETDIFF,
-        config=stage_config_json(config, "evaluate"),
+        config=stage_config_json(config, "task", "diffusion", "train", "evaluate"),
         prepared=RESULTS / "prepare",
         outdir=lambda wildcards, output: Path(output.metrics).parent,
     shell:

@@ -25,7 +25,7 @@ rule train:
         runtime=720,
     params:
         getdiff=GETDIFF,
-        config=stage_config_json(config, "train"),
+        config=stage_config_json(config, "task", "model", "diffusion", "train"),
         prepared=RESULTS / "prepare",
         outdir=lambda wildcards, output: Path(output.model).parent,
     shell:
