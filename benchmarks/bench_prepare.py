@@ -199,9 +199,12 @@ def _worker(mode: str, peaks: Path, motifs: Path, outdir: Path) -> dict:
         np.save(outdir / "getdiff_features.npy", features)
         table[["chrom", "start", "end"]].to_csv(outdir / "getdiff_rows.tsv", sep="\t", index=False)
         return {"seconds": seconds, "peak_rss_mib": rss, "stats": stats}
-    from getdiff.prepare import prepare_cell_type
+    from getdiff.config import validate_config
+    from getdiff.prepare import PrepareSettings, prepare_cell_type
 
-    prepare_cell_type(cell_type="bench", peaks=peaks, motif_scan=motifs, outdir=outdir / "prepared")
+    config = validate_config({"cell_types": "unused.tsv", "motif_scan": str(motifs)})
+    row = {"cell_type": "bench", "peaks": peaks}
+    prepare_cell_type(PrepareSettings.from_config(config, row), outdir / "prepared")
     seconds = time.perf_counter() - began
     return {
         "seconds": seconds,

@@ -1,6 +1,7 @@
 """The prepare stage: one cell type's peaks + the motif scan -> region table and window files.
 
-``getdiff prepare --config FILE --cell-type NAME --outdir DIR`` (or :func:`prepare_cell_type`)
+``getdiff prepare --config FILE --cell-type NAME --outdir DIR`` (or :func:`prepare_cell_type`
+with a :class:`PrepareSettings`)
 writes, only once every input has been read and checked (nothing is written on error):
 
 - ``DIR/regions.parquet``: one row per kept peak, F = n_clusters + 1 float32 features;
@@ -19,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,10 @@ from getdiff.config import add_config_arguments, config_from_args, load_cell_typ
 from getdiff.errors import ConfigError, InputError
 from getdiff.io import atomic_path
 from getdiff.motifs import aggregate_motif_scores, load_cluster_names, load_motif_mapping
-from getdiff.peaks import DEFAULT_CHROMOSOMES, load_peaks, natural_chrom_key
+from getdiff.peaks import load_peaks, natural_chrom_key
 from getdiff.tensors import (
     ACCESSIBILITY,
+    WindowLayout,
     layout_windows,
     normalise_accessibility,
     normalise_motifs,
@@ -82,136 +85,175 @@ def _check_enough_peaks(path: str | Path, chrom: pd.Series, window_size: int) ->
         )
 
 
-def prepare_cell_type(
-    *,
-    cell_type: str,
-    peaks: str | Path,
-    motif_scan: str | Path,
-    outdir: str | Path,
-    counts_column: int | None = None,
-    counts_file: str | Path | None = None,
-    cluster_names: str | Path | None = None,
-    motif_to_cluster: str | Path | None = None,
-    genome: str = "hg38",
-    chromosomes: Sequence[str] = DEFAULT_CHROMOSOMES,
-    chrom_naming: str = "strict",
-    unknown_clusters: str = "error",
-    drop_zero_accessibility: bool = True,
-    window_size: int = 900,
-    max_span: int = 5_000_000,
-    train_stride: int = 100,
-    train_jitter: int = 50,
-    seed: int = 0,
-    validation_chromosomes: Sequence[str] = ("chr10",),
-    test_chromosomes: Sequence[str] = ("chr11",),
-    chunk_lines: int = 1_000_000,
-    use_index: bool | None = None,
-) -> dict[str, Path]:
-    """Run the prepare stage for one cell type; returns the written paths (see module docstring)."""
-    began = time.perf_counter()
-    split_chroms = _split_chromosomes(chromosomes, validation_chromosomes, test_chromosomes)
-    names = load_cluster_names(cluster_names)
+@dataclass(frozen=True)
+class PrepareSettings:
+    """The ``prepare:`` section (defaults live in the schema) plus the run's input files."""
+
+    cell_type: str
+    peaks: Path
+    counts_column: int | None
+    counts_file: Path | None
+    motif_scan: Path
+    cluster_names: Path | None
+    motif_to_cluster: Path | None
+    genome: str
+    section: dict[str, Any]  # the validated prepare: section
+    chunk_lines: int = 1_000_000  # scan lines per chunk when streaming
+    use_index: bool | None = None  # tabix query instead of streaming; None = by scan size
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], row: dict[str, Any], **run: Any
+    ) -> PrepareSettings:
+        """From a validated config and one row of the cell-type sheet (cell_type, peaks, ...)."""
+
+        def path(value: Any) -> Path | None:
+            return None if value is None or pd.isna(value) else Path(value)
+
+        counts_column = row.get("counts_column")
+        return cls(
+            cell_type=row["cell_type"],
+            peaks=Path(row["peaks"]),
+            counts_column=None
+            if counts_column is None or pd.isna(counts_column)
+            else int(counts_column),
+            counts_file=path(row.get("counts_file")),
+            motif_scan=Path(config["motif_scan"]),
+            cluster_names=path(config["cluster_names"]),
+            motif_to_cluster=path(config["motif_to_cluster"]),
+            genome=config["genome"],
+            section=config["prepare"],
+            **run,
+        )
+
+    @property
+    def window_params(self) -> dict[str, int]:
+        keys = ("window_size", "max_span", "train_stride", "train_jitter", "seed")
+        return {key: self.section[key] for key in keys}
+
+
+def region_features(settings: PrepareSettings) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """Kept peaks (coordinates + region_id), their (n, F) features and the shared metadata."""
+    section = settings.section
+    names = load_cluster_names(settings.cluster_names)
     if ACCESSIBILITY in names:
         raise InputError(
-            cluster_names or "cluster names", f"'{ACCESSIBILITY}' is reserved for the last feature"
+            settings.cluster_names or "cluster names",
+            f"'{ACCESSIBILITY}' is reserved for the last feature",
         )
-    mapping = load_motif_mapping(motif_to_cluster, names) if motif_to_cluster else None
-
-    table, dropped = load_peaks(
-        peaks,
-        counts_column=counts_column,
-        counts_file=counts_file,
-        chromosomes=chromosomes,
-        drop_zero_accessibility=drop_zero_accessibility,
+    mapping = (
+        load_motif_mapping(settings.motif_to_cluster, names) if settings.motif_to_cluster else None
     )
-    log.info("%s: %d peaks kept from %s (dropped: %s)", cell_type, len(table), peaks, dropped)
-    _check_enough_peaks(peaks, table["chrom"], window_size)
-
+    table, dropped = load_peaks(
+        settings.peaks,
+        counts_column=settings.counts_column,
+        counts_file=settings.counts_file,
+        chromosomes=section["chromosomes"],
+        drop_zero_accessibility=section["drop_zero_accessibility"],
+    )
+    log.info(
+        "%s: %d peaks kept from %s (dropped: %s)",
+        settings.cell_type,
+        len(table),
+        settings.peaks,
+        dropped,
+    )
+    _check_enough_peaks(settings.peaks, table["chrom"], section["window_size"])
     scores, scan_stats = aggregate_motif_scores(
-        motif_scan,
+        settings.motif_scan,
         table,
         names,
         mapping=mapping,
-        chrom_naming=chrom_naming,
-        unknown_clusters=unknown_clusters,
-        chunk_lines=chunk_lines,
-        use_index=use_index,
+        chrom_naming=section["chrom_naming"],
+        unknown_clusters=section["unknown_clusters"],
+        chunk_lines=settings.chunk_lines,
+        use_index=settings.use_index,
     )
     motif_values, motif_max = normalise_motifs(scores)
     del scores
-    has_counts = counts_column is not None or counts_file is not None
+    has_counts = settings.counts_column is not None or settings.counts_file is not None
     counts = table["counts"].to_numpy() if has_counts else None
     acc_values, acc_scaling = normalise_accessibility(counts, len(table))
     features = np.concatenate([motif_values, acc_values[:, None]], axis=1)
-    del motif_values
-
     regions = table[["chrom", "start", "end", "name"]].copy()
     regions["region_id"] = np.arange(len(regions), dtype=np.int64)
     meta: dict[str, Any] = {
         "feature_names": [*names, ACCESSIBILITY],
-        "cell_type": cell_type,
-        "genome": genome,
+        "cell_type": settings.cell_type,
+        "genome": settings.genome,
         "getdiff_version": __version__,
         "scaling": {"motif_max": motif_max, ACCESSIBILITY: acc_scaling},
         "n_regions": len(regions),
         "dropped_peaks": dropped,
-        "motif_scan": {"path": str(motif_scan), **scan_stats},
-        "peaks": str(peaks),
+        "motif_scan": {"path": str(settings.motif_scan), **scan_stats},
+        "peaks": str(settings.peaks),
     }
+    return regions, features, meta
 
-    window_params = {
-        "window_size": window_size,
-        "max_span": max_span,
-        "train_stride": train_stride,
-        "train_jitter": train_jitter,
-        "seed": seed,
-    }
+
+def split_layouts(
+    regions: pd.DataFrame, settings: PrepareSettings, split_chroms: dict[str, list[str]]
+) -> dict[str, WindowLayout]:
+    """The window layout of each split, with what was skipped logged."""
+    params = settings.window_params
+    name = settings.cell_type
     layouts = {}
     for split in SPLITS:
         layout = layout_windows(
             regions,
             split_chroms[split],
             training=split == "train",
-            window_size=window_size,
-            max_span=max_span,
-            stride=train_stride,
-            jitter=train_jitter,
-            seed=seed,
+            window_size=params["window_size"],
+            max_span=params["max_span"],
+            stride=params["train_stride"],
+            jitter=params["train_jitter"],
+            seed=params["seed"],
         )
         layouts[split] = layout
         if layout.skipped_chromosomes:
             log.warning(
                 "%s %s: chromosomes with fewer than %d peaks skipped: %s",
-                cell_type,
+                name,
                 split,
-                window_size,
+                params["window_size"],
                 layout.skipped_chromosomes,
             )
         if layout.skipped_max_span:
             log.info(
                 "%s %s: %d windows spanning more than %d bp skipped",
-                cell_type,
+                name,
                 split,
                 layout.skipped_max_span,
-                max_span,
+                params["max_span"],
             )
         if layout.over_max_span:
             log.warning(
                 "%s %s: %d tiles span more than %d bp (kept so every region is covered)",
-                cell_type,
+                name,
                 split,
                 layout.over_max_span,
-                max_span,
+                params["max_span"],
             )
         if len(layout.starts) == 0:
             log.warning(
                 "%s: split %r has no window (chromosomes %s); writing an empty file",
-                cell_type,
+                name,
                 split,
                 split_chroms[split],
             )
-        log.info("%s %s: %d windows", cell_type, split, len(layout.starts))
+        log.info("%s %s: %d windows", name, split, len(layout.starts))
+    return layouts
 
+
+def prepare_cell_type(settings: PrepareSettings, outdir: str | Path) -> dict[str, Path]:
+    """Run the prepare stage for one cell type; returns the written paths (see module docstring)."""
+    began = time.perf_counter()
+    section = settings.section
+    split_chroms = _split_chromosomes(
+        section["chromosomes"], section["validation_chromosomes"], section["test_chromosomes"]
+    )
+    regions, features, meta = region_features(settings)
+    layouts = split_layouts(regions, settings, split_chroms)
     paths = output_paths(outdir)
     # Every file goes to a temporary name first; all are renamed only after all were written.
     with contextlib.ExitStack() as stack:
@@ -234,10 +276,12 @@ def prepare_cell_type(
                     "skipped_chromosomes": layout.skipped_chromosomes,
                     "windows_skipped_max_span": layout.skipped_max_span,
                     "tiles_over_max_span": layout.over_max_span,
-                    **window_params,
+                    **settings.window_params,
                 },
             )
-    log.info("%s: prepared in %.1f s -> %s", cell_type, time.perf_counter() - began, outdir)
+    log.info(
+        "%s: prepared in %.1f s -> %s", settings.cell_type, time.perf_counter() - began, outdir
+    )
     return paths
 
 
@@ -252,30 +296,8 @@ def prepare_from_config(
         raise ConfigError(
             f"{config['cell_types']}: no cell type {cell_type!r}; known: {list(sheet.index)}"
         )
-    row = sheet.loc[cell_type]
-    settings = config["prepare"]
-    return prepare_cell_type(
-        cell_type=cell_type,
-        peaks=row["peaks"],
-        motif_scan=config["motif_scan"],
-        outdir=outdir,
-        counts_column=None if pd.isna(row["counts_column"]) else int(row["counts_column"]),
-        counts_file=None if pd.isna(row["counts_file"]) else row["counts_file"],
-        cluster_names=config["cluster_names"],
-        motif_to_cluster=config["motif_to_cluster"],
-        genome=config["genome"],
-        chromosomes=settings["chromosomes"],
-        chrom_naming=settings["chrom_naming"],
-        unknown_clusters=settings["unknown_clusters"],
-        drop_zero_accessibility=settings["drop_zero_accessibility"],
-        window_size=settings["window_size"],
-        max_span=settings["max_span"],
-        train_stride=settings["train_stride"],
-        train_jitter=settings["train_jitter"],
-        seed=settings["seed"],
-        validation_chromosomes=settings["validation_chromosomes"],
-        test_chromosomes=settings["test_chromosomes"],
-    )
+    row = sheet.loc[cell_type].to_dict()
+    return prepare_cell_type(PrepareSettings.from_config(config, row), outdir)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -294,4 +316,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-__all__ = ["SPLITS", "output_paths", "prepare_cell_type", "prepare_from_config", "register_cli"]
+__all__ = [
+    "SPLITS",
+    "PrepareSettings",
+    "output_paths",
+    "prepare_cell_type",
+    "prepare_from_config",
+    "register_cli",
+]

@@ -58,3 +58,23 @@ def tiny_clusters(tmp_path: Path) -> Path:
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("demo") / "data"
     return write_demo_data(out, peaks_per_cell_type=600, chromosomes=SMALL_DEMO_CHROMOSOMES, seed=3)
+
+
+RUN_KEYS = ("chunk_lines", "use_index")
+ROW_KEYS = ("cell_type", "peaks", "counts_column", "counts_file")
+TOP_KEYS = ("motif_scan", "cluster_names", "motif_to_cluster", "genome")
+
+
+def prepare_with(outdir: Path, **flat) -> dict[str, Path]:
+    """Run prepare_cell_type from flat keywords: sheet columns, top-level config keys, prepare:
+    keys (schema defaults for the rest) and the run options chunk_lines/use_index."""
+    from getdiff.config import validate_config
+    from getdiff.prepare import PrepareSettings, prepare_cell_type
+
+    row = {key: flat.pop(key) for key in ROW_KEYS if key in flat}
+    run = {key: flat.pop(key) for key in RUN_KEYS if key in flat}
+    top = {key: str(flat.pop(key)) for key in TOP_KEYS if flat.get(key) is not None}
+    for key in TOP_KEYS:
+        flat.pop(key, None)
+    config = validate_config({"cell_types": "unused.tsv", **top, "prepare": flat})
+    return prepare_cell_type(PrepareSettings.from_config(config, row, **run), outdir)

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import prepare_with
 
 from getdiff.cli import main
 from getdiff.errors import InputError
-from getdiff.prepare import output_paths, prepare_cell_type
+from getdiff.prepare import output_paths
 from getdiff.tensors import load_regions, load_window_set, load_windows
 
 PEAK_LINES = [
@@ -59,7 +60,7 @@ def toy(tmp_path, write_lines, tiny_clusters):
 
 
 def test_region_table_matches_hand_computed_values(toy):
-    prepare_cell_type(**toy)
+    prepare_with(**toy)
     table = load_regions(toy["outdir"] / "regions.parquet")
     assert table["name"].tolist() == ["p1", "p2", "p3", "p6", "p4", "p5"]
     assert table["region_id"].tolist() == list(range(6))
@@ -73,7 +74,7 @@ def test_region_table_matches_hand_computed_values(toy):
 
 
 def test_metadata_records_scaling_drops_and_provenance(toy):
-    prepare_cell_type(**toy)
+    prepare_with(**toy)
     meta = load_regions(toy["outdir"] / "regions.parquet").attrs["getdiff"]
     assert meta["feature_names"] == ["A", "B", "C", "accessibility"]
     assert meta["scaling"]["motif_max"] == [4.0, 2.0, 6.0]
@@ -84,7 +85,7 @@ def test_metadata_records_scaling_drops_and_provenance(toy):
 
 
 def test_each_split_holds_its_chromosomes_windows(toy):
-    paths = prepare_cell_type(**toy)
+    paths = prepare_with(**toy)
     train = load_window_set(paths["train"])
     validation = load_window_set(paths["validation"])
     test = load_window_set(paths["test"])
@@ -104,7 +105,7 @@ def test_each_split_holds_its_chromosomes_windows(toy):
 
 def test_split_without_windows_is_a_valid_empty_file_with_a_warning(toy, caplog):
     caplog.set_level(logging.WARNING)
-    paths = prepare_cell_type(**{**toy, "test_chromosomes": ["chr22"]})
+    paths = prepare_with(**{**toy, "test_chromosomes": ["chr22"]})
     windows, meta = load_windows(paths["test"])
     assert windows.shape == (0, 2, 4)
     assert meta["n_windows"] == 0
@@ -112,7 +113,7 @@ def test_split_without_windows_is_a_valid_empty_file_with_a_warning(toy, caplog)
 
 
 def test_peaks_without_counts_get_constant_accessibility(toy):
-    prepare_cell_type(**{**toy, "counts_column": None})
+    prepare_with(**{**toy, "counts_column": None})
     table = load_regions(toy["outdir"] / "regions.parquet")
     assert table["accessibility"].tolist() == [1.0] * 7  # the zero-count peak is kept
     assert table.attrs["getdiff"]["scaling"]["accessibility"]["constant"] is True
@@ -121,9 +122,9 @@ def test_peaks_without_counts_get_constant_accessibility(toy):
 def test_counts_file_supplies_accessibility(toy, tmp_path, write_lines):
     fields = [line.split("\t") for line in PEAK_LINES[1:]]
     counts = write_lines(tmp_path / "counts.bg", ["\t".join(f[:3] + f[4:5]) for f in fields])
-    prepare_cell_type(**{**toy, "counts_column": None, "counts_file": counts})
+    prepare_with(**{**toy, "counts_column": None, "counts_file": counts})
     expected = load_regions(toy["outdir"] / "regions.parquet")
-    prepare_cell_type(**{**toy, "outdir": tmp_path / "again"})
+    prepare_with(**{**toy, "outdir": tmp_path / "again"})
     reference = load_regions(tmp_path / "again" / "regions.parquet")
     np.testing.assert_array_equal(expected["accessibility"], reference["accessibility"])
 
@@ -148,11 +149,9 @@ def test_shuffled_peak_lines_give_the_same_values_at_the_same_coordinates(
         cluster_names=tiny_clusters,
         **{**SETTINGS, "window_size": 5, "train_stride": 3, "train_jitter": 2},
     )
-    prepare_cell_type(peaks=write_lines(tmp_path / "a.bed", lines), outdir=tmp_path / "a", **common)
+    prepare_with(peaks=write_lines(tmp_path / "a.bed", lines), outdir=tmp_path / "a", **common)
     shuffled = [lines[i] for i in rng.permutation(len(lines))]
-    prepare_cell_type(
-        peaks=write_lines(tmp_path / "b.bed", shuffled), outdir=tmp_path / "b", **common
-    )
+    prepare_with(peaks=write_lines(tmp_path / "b.bed", shuffled), outdir=tmp_path / "b", **common)
     a = load_regions(tmp_path / "a" / "regions.parquet")
     b = load_regions(tmp_path / "b" / "regions.parquet")
     pd.testing.assert_frame_equal(a, b)
@@ -204,16 +203,16 @@ def test_bad_input_is_reported_and_leaves_no_output(toy, write_lines, make_bad):
     change, expected = make_bad(toy, write_lines)
     toy["outdir"].mkdir()
     with pytest.raises(InputError) as err:
-        prepare_cell_type(**{**toy, **change})
+        prepare_with(**{**toy, **change})
     assert str(err.value).startswith(expected)
     assert list(toy["outdir"].iterdir()) == []
 
 
 def test_error_keeps_previous_outputs_untouched(toy, write_lines):
-    paths = prepare_cell_type(**toy)
+    paths = prepare_with(**toy)
     before = {key: path.read_bytes() for key, path in paths.items()}
     with pytest.raises(InputError):
-        prepare_cell_type(**{**toy, **bad_scan(toy, write_lines)[0]})
+        prepare_with(**{**toy, **bad_scan(toy, write_lines)[0]})
     assert {key: path.read_bytes() for key, path in paths.items()} == before
     assert sorted(p.name for p in toy["outdir"].iterdir()) == sorted(p.name for p in paths.values())
 
@@ -250,7 +249,7 @@ def test_cli_prepares_a_cell_type_from_the_config_file(tmp_path, toy):
     )
     for path in output_paths(outdir).values():
         assert path.exists()
-    direct = prepare_cell_type(**{**toy, "outdir": tmp_path / "direct"})
+    direct = prepare_with(**{**toy, "outdir": tmp_path / "direct"})
     pd.testing.assert_frame_equal(
         load_regions(outdir / "regions.parquet"), load_regions(direct["regions"])
     )
@@ -273,7 +272,7 @@ def test_cli_reports_an_unknown_cell_type(tmp_path, toy, capsys):
 
 
 def test_demo_cell_type_gives_283_features_with_accessibility_last(small_demo, tmp_path):
-    paths = prepare_cell_type(
+    paths = prepare_with(
         cell_type="demo_liver",
         peaks=small_demo["peaks_demo_liver"],
         counts_column=7,

@@ -25,13 +25,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from conftest import prepare_with
 from safetensors.torch import load_file
 from test_workflow import snakemake, write_config
 
 from getdiff.cli import main
 from getdiff.demo import write_demo_data
 from getdiff.model import build_model, save_model
-from getdiff.prepare import output_paths, prepare_cell_type
+from getdiff.prepare import output_paths
 from getdiff.tensors import load_regions
 
 # Toy inputs: 6 peaks on chr1 (train), 4 on chr10 (validation), 4 on chr11 (test); counts in
@@ -90,7 +91,7 @@ def toy(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("toy")
     clusters = write_text(root / "clusters.txt", FEATURES[:-1])
     peaks, scan = write_text(root / "peaks.bed", PEAKS), write_text(root / "scan.bed", SCAN)
-    prepare_cell_type(
+    prepare_with(
         cell_type="toy",
         peaks=peaks,
         motif_scan=scan,
