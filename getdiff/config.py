@@ -71,7 +71,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def load_cell_types(path: str | Path) -> pd.DataFrame:
     """Read and validate the cell-type sheet; one row per cell type, indexed by ``cell_type``."""
     try:
-        sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#", skip_blank_lines=True)
+        # No comment= here: it would cut a path such as data/liver#v2.bed at the '#'. Whole
+        # comment lines are dropped below instead.
+        sheet = pd.read_csv(path, sep="\t", dtype=str, skip_blank_lines=True)
+        sheet = sheet[~sheet.iloc[:, 0].fillna("").str.startswith("#")]
     except FileNotFoundError:
         raise ConfigError(f"{path}: cell-type sheet not found") from None
     except pd.errors.EmptyDataError:
@@ -79,7 +82,7 @@ def load_cell_types(path: str | Path) -> pd.DataFrame:
     schema = _read_schema(CELL_TYPES_SCHEMA)
     validator = jsonschema.Draft202012Validator(schema)
     rows = []
-    for i, raw in enumerate(sheet.to_dict("records")):
+    for i, raw in zip(sheet.index, sheet.to_dict("records"), strict=True):
         row: dict[str, Any] = {
             k: v for k, v in raw.items() if not (isinstance(v, float) and math.isnan(v))
         }

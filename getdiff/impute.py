@@ -39,9 +39,10 @@ from getdiff.config import add_config_arguments, config_from_args
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion, complementary_masks
 from getdiff.errors import GetdiffError, InputError
+from getdiff.intervals import check_match_rate, overlapping
 from getdiff.io import atomic_path
 from getdiff.model import load_model, model_metadata
-from getdiff.peaks import read_bed_regions
+from getdiff.peaks import harmonise_chrom, read_bed_regions
 from getdiff.task import SPEC_TASK, model_task, predicted_features, target
 from getdiff.tensors import WindowSet, load_window_set, region_midpoints, to_raw_units
 
@@ -175,28 +176,29 @@ def region_rows(windows: WindowSet) -> tuple[np.ndarray, np.ndarray]:
     return window[first], position[first]
 
 
-def missing_mask(windows: WindowSet, bed: str | Path | None) -> np.ndarray | None:
-    """(n_regions,) bool: rows of the WindowSet overlapping any interval of ``bed``."""
+def missing_mask(
+    windows: WindowSet, bed: str | Path | None, path: str | Path, chrom_naming: str = "strict"
+) -> np.ndarray | None:
+    """(n_regions,) bool: rows of the WindowSet (read from ``path``) overlapping any interval of
+    ``bed``. Chromosome names follow ``chrom_naming`` as the motif scan's do ("1" <-> "chr1"
+    renamed under "harmonise", an error under "strict"); the match rate is checked."""
     if bed is None:
         return None
     intervals = read_bed_regions(bed)
-    regions = windows.regions
-    hit = np.zeros(len(regions), dtype=bool)
-    for chrom, block in intervals.groupby("chrom", sort=False):
-        on_chrom = np.flatnonzero(regions["chrom"].to_numpy() == chrom)
-        if not len(on_chrom):
-            continue
-        order = np.argsort(block["start"].to_numpy(), kind="stable")
-        starts = block["start"].to_numpy()[order]
-        # Running max of ends: an interval list sorted by start may nest.
-        ends = np.maximum.accumulate(block["end"].to_numpy()[order])
-        region_start = regions["start"].to_numpy()[on_chrom]
-        region_end = regions["end"].to_numpy()[on_chrom]
-        # The last interval starting before the region's end overlaps it iff it ends after
-        # the region's start (with the running max, that covers every earlier interval too).
-        last = np.searchsorted(starts, region_end, side="left") - 1
-        hit[on_chrom] = (last >= 0) & (ends[np.maximum(last, 0)] > region_start)
-    return hit
+    region_chroms = set(windows.regions["chrom"])
+    other = {c: harmonise_chrom(c) for c in set(intervals["chrom"]) - region_chroms}
+    renamed = {c: h for c, h in other.items() if h in region_chroms}
+    if renamed and chrom_naming != "harmonise":
+        first = sorted(renamed)[0]
+        raise InputError(
+            bed,
+            f"chromosome naming mismatch: {first!r} here, {renamed[first]!r} in {path}; expected "
+            "the same naming (or set prepare.chrom_naming: harmonise)",
+        )
+    intervals = intervals.assign(chrom=intervals["chrom"].replace(renamed))
+    used = overlapping(intervals, windows.regions)
+    check_match_rate(int(used.sum()), len(intervals), "missing regions on windows", bed, path)
+    return overlapping(windows.regions, intervals)
 
 
 def imputation_table(
@@ -246,6 +248,7 @@ def impute_cell_type(
     device: torch.device,
     missing_regions: str | Path | None = None,
     task: dict[str, str] = SPEC_TASK,
+    chrom_naming: str = "strict",
 ) -> pd.DataFrame:
     """Impute every region of the given splits ({split: windows parquet}) and write ``output``."""
     model = load_model(model_path, device=device)
@@ -258,7 +261,7 @@ def impute_cell_type(
         if len(windows.starts) == 0:
             log.warning("%s: no windows in split %s; nothing to impute there", path, split)
             continue
-        missing = missing_mask(windows, missing_regions)
+        missing = missing_mask(windows, missing_regions, path, chrom_naming)
         mean, std, _ = impute_windows(
             model, diffusion, windows, settings, device, missing=missing, task=task
         )
@@ -302,6 +305,7 @@ def run(args: argparse.Namespace) -> None:
         diffusion,
         resolve_device(section["device"], "impute.device"),
         missing_regions=section["missing_regions"],
+        chrom_naming=config["prepare"]["chrom_naming"],
         task=model_task(model_metadata(args.model), config, args.model),
     )
     log.info("wrote %s", args.output)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from getdiff.errors import InputError, raise_first_bad_line
+from getdiff.intervals import check_match_rate
 from getdiff.io import open_text, reading
 
 DEFAULT_CHROMOSOMES: tuple[str, ...] = tuple(f"chr{i}" for i in range(1, 23)) + ("chrX",)
@@ -247,6 +248,8 @@ def load_peaks(
     missing = 0
     if counts_file is not None:
         peaks, missing = attach_counts(peaks, read_counts_file(counts_file))
+        matched = len(peaks) - missing
+        check_match_rate(matched, len(peaks), "peaks found in the counts", counts_file, path)
     peaks, dropped = select_and_sort(path, peaks, chromosomes, drop_zero_accessibility)
     if counts_file is not None:
         dropped["missing_from_counts_file"] = missing

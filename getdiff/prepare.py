@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import pandas as pd
 from getdiff import __version__
 from getdiff.config import add_config_arguments, config_from_args, load_cell_types, load_config
 from getdiff.errors import ConfigError, InputError
+from getdiff.intervals import check_match_rate
 from getdiff.io import atomic_path
 from getdiff.motifs import aggregate_motif_scores, load_cluster_names, load_motif_mapping
 from getdiff.peaks import load_peaks, natural_chrom_key
@@ -59,18 +61,33 @@ def output_paths(outdir: str | Path) -> dict[str, Path]:
 def _split_chromosomes(
     chromosomes: Sequence[str], validation: Sequence[str], test: Sequence[str]
 ) -> dict[str, list[str]]:
+    """Train / validation / test chromosomes. A held-out chromosome outside prepare.chromosomes
+    is an error: dropping it silently would move nothing out of training, or test nothing."""
     both = sorted(set(validation) & set(test))
     if both:
         raise ConfigError(
             f"key 'prepare.validation_chromosomes': {both} also in prepare.test_chromosomes; "
             "expected disjoint splits"
         )
+    for key, held in (("validation_chromosomes", validation), ("test_chromosomes", test)):
+        outside = [c for c in held if c not in chromosomes]
+        if outside:
+            raise ConfigError(
+                f"key 'prepare.{key}': {outside} not in prepare.chromosomes "
+                f"({_closest_names(outside[0], chromosomes)}); expected held-out chromosomes "
+                "among the selected ones"
+            )
     held_out = set(validation) | set(test)
     return {
         "train": [c for c in chromosomes if c not in held_out],
-        "validation": [c for c in validation if c in chromosomes],
-        "test": [c for c in test if c in chromosomes],
+        "validation": list(validation),
+        "test": list(test),
     }
+
+
+def _closest_names(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.3)
+    return f"closest: {', '.join(close)}" if close else "no close name"
 
 
 def _check_enough_peaks(path: str | Path, chrom: pd.Series, window_size: int) -> None:
@@ -168,6 +185,11 @@ def region_features(settings: PrepareSettings) -> tuple[pd.DataFrame, np.ndarray
         unknown_clusters=section["unknown_clusters"],
         chunk_lines=settings.chunk_lines,
         use_index=settings.use_index,
+    )
+    with_hits = int(np.count_nonzero(scores.any(axis=1)))
+    scan_stats["peaks_with_hits"] = with_hits
+    check_match_rate(
+        with_hits, len(table), "peaks with motif hits", settings.motif_scan, settings.peaks
     )
     motif_values, motif_max = normalise_motifs(scores)
     del scores

@@ -142,3 +142,17 @@ def test_every_schema_key_has_a_description():
             yield from undocumented(sub.get("properties", {}), f"{prefix}{key}.")
 
     assert list(undocumented(schema["properties"])) == []
+
+
+def test_a_hash_inside_a_sheet_path_is_kept_and_comment_lines_are_skipped(tmp_path):
+    text = (
+        "cell_type\tpeaks\tcounts_file\tcounts_column\n"
+        "# a comment line\n"
+        "liver\tdata/liver#v2.bed\t\t5\n"
+        "blood\tdata/blood.bed\t\tfive\n"
+    )
+    path = _sheet(tmp_path, text)
+    with pytest.raises(ConfigError, match="line 4: counts_column"):
+        load_cell_types(path)
+    path.write_text(text.replace("five", "5"))
+    assert load_cell_types(path).loc["liver", "peaks"] == "data/liver#v2.bed"

@@ -133,7 +133,11 @@ def test_accessibility_varies_between_windows_more_than_chance(tmp_path):
     paths = write_demo_data(tmp_path / "demo", 3000, ["chr21", "chr22"], seed=0)
     config = load_config(paths["config"])
     config["prepare"].update(
-        window_size=50, train_stride=50, train_jitter=0, validation_chromosomes=[]
+        window_size=50,
+        train_stride=50,
+        train_jitter=0,
+        validation_chromosomes=[],
+        test_chromosomes=["chr22"],
     )
     prepared = prepare_from_config(config, "demo_myeloid", tmp_path / "prep")
     accessibility = load_window_set(prepared["train"]).windows()[:, :, -1]

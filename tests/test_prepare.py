@@ -290,3 +290,11 @@ def test_demo_cell_type_gives_283_features_with_accessibility_last(small_demo, t
     assert meta["feature_names"][16] == "CTCF"
     assert windows.min() >= 0 and windows.max() <= 1
     assert load_window_set(paths["train"]).meta["chromosomes"] == ["chr1", "chr21"]
+
+
+def test_a_test_chromosome_outside_the_selected_ones_is_an_error_not_a_leak(toy):
+    from getdiff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"prepare.test_chromosomes.*\['11'\].*closest: chr1"):
+        prepare_with(**{**toy, "test_chromosomes": ["11"]})
+    assert not toy["outdir"].exists()

@@ -372,6 +372,60 @@ def feature_matrix(table: pa.Table) -> np.ndarray:
     return column.flatten().to_numpy().reshape(len(table), -1)
 
 
+# --- inputs that match nothing, or models applied to other features: errors, never zeros ---
+
+
+def scan_on_another_genome_build(inputs: Inputs) -> Case:
+    shifted = [f"{c}\t{s + 10_000_010}\t{s + 10_000_020}\tA\t2" for c, s in SITES]
+    argv, _, scan, _ = inputs.prepare(scan=shifted)
+    return Case(argv, scan, None, "no match: 0 of 14 peaks with motif hits (0.0%)")
+
+
+def counts_file_offset_by_one_base(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare()
+    lines = [f"{c}\t{s + 1}\t{s + 51}\t{s // 100}" for c, s in SITES]
+    counts = write_text(inputs.root / "counts.bedGraph", lines)
+    sheet = inputs.root / "cell_types.tsv"
+    sheet.write_text(f"cell_type\tpeaks\tcounts_file\tcounts_column\ntoy\t{peaks}\t{counts}\t\n")
+    return Case(argv, counts, None, "no match: 0 of 14 peaks found in the counts")
+
+
+def impute_argv(inputs: Inputs, prepared: Path, config: Path | None = None) -> list[str]:
+    argv = ["impute", "--config", str(config or inputs.toy["config"]), "--model"]
+    argv += [str(inputs.toy["model"]), "--cell-type", "toy", "--prepared-dir", str(prepared)]
+    return [*argv, "--output", str(inputs.out / "toy.parquet")]
+
+
+def windows_with_features_in_another_order(inputs: Inputs) -> Case:
+    def reorder(table: pa.Table) -> pa.Table:
+        meta = json.loads(table.schema.metadata[b"getdiff"])
+        meta["feature_names"] = ["B", "A", "C", "accessibility"]
+        return table.replace_schema_metadata({b"getdiff": json.dumps(meta)})
+
+    path = inputs.prepared_copy(reorder, "test")
+    return Case(impute_argv(inputs, path.parents[1]), path, None, "feature 1 is 'B'")
+
+
+def missing_regions_named_without_chr(inputs: Inputs) -> Case:
+    bed = write_text(inputs.root / "missing.bed", ["11\t100\t150"])
+    config = yaml.safe_load(inputs.toy["config"].read_text())
+    config["impute"] = {"missing_regions": str(bed)}
+    path = inputs.root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = impute_argv(inputs, inputs.toy["prepared"], path)
+    return Case(argv, bed, None, "chromosome naming mismatch: '11' here, 'chr11'")
+
+
+def missing_regions_overlapping_no_window(inputs: Inputs) -> Case:
+    bed = write_text(inputs.root / "missing.bed", ["chr11\t90000\t90100"])
+    config = yaml.safe_load(inputs.toy["config"].read_text())
+    config["impute"] = {"missing_regions": str(bed)}
+    path = inputs.root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = impute_argv(inputs, inputs.toy["prepared"], path)
+    return Case(argv, bed, None, "no match: 0 of 1 missing regions on windows")
+
+
 BAD_INPUTS = [
     peaks_malformed_line,
     peaks_truncated_last_line,
@@ -401,6 +455,11 @@ BAD_INPUTS = [
     checkpoint_with_mismatched_shapes,
     checkpoint_with_pickled_object,
     resume_checkpoint_truncated,
+    scan_on_another_genome_build,
+    counts_file_offset_by_one_base,
+    windows_with_features_in_another_order,
+    missing_regions_named_without_chr,
+    missing_regions_overlapping_no_window,
 ]
 
 

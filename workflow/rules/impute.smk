@@ -22,7 +22,7 @@ rule impute:
         runtime=120,
     params:
         getdiff=GETDIFF,
-        config=stage_config_json(config, "task", "diffusion", "impute"),
+        config=stage_config_json(config, "task", "prepare", "diffusion", "impute"),
         prepared=RESULTS / "prepare",
     shell:
         "{params.getdiff} impute --config-json {params.config:q} --model {input.model} --cell-type {wildcards.cell_type} --prepared-dir {params.prepared} --output {output} --threads {threads} > {log} 2>&1"
