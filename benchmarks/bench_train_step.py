@@ -16,7 +16,7 @@ x0 prediction, masked MSE, backward, gradient clipping (norm 1), AdamW. Variants
 All variants start from the same weights and see the same batch; steps are interleaved
 (reference, getdiff, ... each repeat) so a change of machine load hits all of them alike, and the
 medians over repeats are reported. MFU = model FLOPs per step / step time / measured matmul peak
-(nanoGPT's ``estimate_mfu`` idea; :func:`step_flops` counts them).
+(nanoGPT's ``estimate_mfu`` idea; :func:`getdiff.model.train_step_flops` counts them).
 
     python benchmarks/bench_train_step.py --preset mid --batch 2 --repeats 5
     python benchmarks/bench_train_step.py --memory --preset tiny --batch 8   # peak RSS only
@@ -45,29 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_model import ReferenceModel, reference_loss, reference_optimizer  # noqa: E402
 
 from getdiff.diffusion import GaussianDiffusion, random_masks, random_timesteps  # noqa: E402
-from getdiff.model import ModelConfig, build_model, make_config  # noqa: E402
+from getdiff.model import ModelConfig, build_model, make_config, train_step_flops  # noqa: E402
 from getdiff.train import configure_optimizer  # noqa: E402
 
 VARIANTS = ("reference", "getdiff", "getdiff-bf16", "getdiff-fused", "getdiff-rotary")
 EXTRA_VARIANTS = ("getdiff-lora",)  # only on request (--variants)
 LR, WEIGHT_DECAY, GRAD_CLIP = 1e-4, 0.05, 1.0
-
-
-def step_flops(config: ModelConfig, batch: int, regions: int) -> float:
-    """Model FLOPs of one training step (forward + backward = 3 x forward, 2 FLOPs per MAC).
-
-    Matmuls only: per token (cls + regions) qkv, proj, fc1, fc2; per region the input embedding
-    and the head; per sample the timestep MLP and adaLN; attention 2 x T^2 x d MACs per layer.
-    """
-    d, layers, features = config.embed_dim, config.num_layers, config.num_motif
-    hidden = int(d * config.mlp_ratio)
-    tokens = regions + 1
-    per_token = layers * (4 * d * d + 2 * d * hidden)
-    per_region = 2 * features * d
-    per_sample = config.frequency_dim * d + d * d + layers * 6 * d * d
-    attention = layers * 2 * tokens * tokens * d
-    macs = batch * (tokens * per_token + regions * per_region + per_sample + attention)
-    return 3 * 2 * macs
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
@@ -206,7 +189,7 @@ def compare(
             phases = step(b)
             if i >= warmup:
                 times[name].append(phases)
-    flops = step_flops(config, batch, regions)
+    flops = train_step_flops(config, batch, regions)
     peak = peak or {}
     result: dict = {
         "preset": preset,
@@ -229,10 +212,10 @@ def compare(
             "tokens_per_s": batch * regions / median,
             "gflops": flops / median / 1e9,
         }
-        if "fp32" in peak:
-            entry["mfu_fp32_peak"] = flops / median / peak["fp32"]
-        if name.endswith("bf16") and "bf16" in peak:
-            entry["mfu_bf16_peak"] = flops / median / peak["bf16"]
+        precision = "bf16" if name.endswith("bf16") else "fp32"
+        if precision in peak:
+            entry["mfu"] = flops / median / peak[precision]
+            entry["mfu_peak"] = precision
         result["variants"][name] = entry
     if "reference" in times:
         ref = [sum(r.values()) for r in times["reference"]]

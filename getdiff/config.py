@@ -7,6 +7,7 @@ command run by hand see the same values. Errors name the offending key as a dott
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 from copy import deepcopy
@@ -50,10 +51,28 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
     if errors:
-        first = errors[0]
-        key = ".".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise ConfigError(f"{source}: key '{key}': {first.message}")
+        raise ConfigError(f"{source}: {_describe(errors[0], schema)}")
     return resolved
+
+
+def _describe(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
+    """One line: the key path, what is wrong, and the closest valid key for a misspelt one."""
+    path = [str(p) for p in error.absolute_path]
+    key = ".".join(path) or "(top level)"
+    if error.validator != "additionalProperties":
+        return f"key '{key}': {error.message}"
+    section = schema
+    for part in path:
+        section = section.get("properties", {}).get(part, {})
+    known = list(section.get("properties", {}))
+    extra = sorted(set(error.instance) - set(known))
+    prefix = f"{key}." if path else ""
+    hints = []
+    for name in extra:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+        hints.append(f"'{prefix}{name}'{hint}")
+    return f"unknown key {', '.join(hints)}; known keys here: {', '.join(known)}"
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

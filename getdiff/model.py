@@ -362,6 +362,24 @@ def build_model(preset: str = "spec", **overrides: Any) -> GETRegionDiffusion:
     return GETRegionDiffusion(make_config(preset, **overrides))
 
 
+def train_step_flops(config: ModelConfig, batch: int, regions: int) -> float:
+    """Model FLOPs of one training step (forward + backward = 3 x forward, 2 FLOPs per MAC).
+
+    Matmuls only: per token (cls + regions) qkv, proj, fc1, fc2; per region the input embedding
+    and the head; per sample the timestep MLP and adaLN; attention 2 x T^2 x d MACs per layer.
+    Elementwise work (norms, RoPE, activations) is not counted, as in nanoGPT's estimate.
+    """
+    d, layers, features = config.embed_dim, config.num_layers, config.num_motif
+    hidden = int(d * config.mlp_ratio)
+    tokens = regions + 1
+    per_token = layers * (4 * d * d + 2 * d * hidden)
+    per_region = 2 * features * d
+    per_sample = config.frequency_dim * d + d * d + layers * 6 * d * d
+    attention = layers * 2 * tokens * tokens * d
+    macs = batch * (tokens * per_token + regions * per_region + per_sample + attention)
+    return 3 * 2 * macs
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     params = list(model.parameters())

@@ -68,7 +68,7 @@ from getdiff.diffusion import (
 )
 from getdiff.errors import ConfigError, GetdiffError, InputError
 from getdiff.io import atomic_dir, atomic_path
-from getdiff.model import build_model, count_parameters, save_model
+from getdiff.model import build_model, count_parameters, save_model, train_step_flops
 from getdiff.task import target as task_target
 from getdiff.tensors import load_window_set, region_midpoints
 
@@ -85,6 +85,7 @@ HISTORY_COLUMNS = (
     "grad_norm",
     "steps_per_s",
     "tokens_per_s",
+    "gflops",
 )
 # train.* keys that do not change the trajectory: a checkpoint written under other values resumes.
 RESUME_NEUTRAL_KEYS = ("log_every", "checkpoint_every", "device", "gpu_model", "groups")
@@ -508,6 +509,7 @@ class TrainState:
     generator: torch.Generator  # masks, t and noise
     loss_sum: torch.Tensor  # training loss summed since the last log line (on the device)
     trainable: list[torch.nn.Parameter]  # not saved: derived from the model
+    flops_per_step: float  # model FLOPs of one step (getdiff.model.train_step_flops)
     step: int = 0
     interval_steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -531,6 +533,9 @@ class TrainState:
             generator=torch.Generator(device=run.device).manual_seed(settings["seed"]),
             loss_sum=torch.zeros((), device=run.device),
             trainable=[p for p in model.parameters() if p.requires_grad],
+            flops_per_step=train_step_flops(
+                _network(model).config, settings["batch_size"], data.window_size
+            ),
         )
 
     def to_checkpoint(self, fingerprint: str) -> dict[str, Any]:
@@ -647,6 +652,7 @@ def log_row(state: TrainState, run: Run, last: dict[str, Any], rate: float) -> d
         "grad_norm": float(last["grad_norm"]),
         "steps_per_s": rate,
         "tokens_per_s": rate * tokens_per_step,
+        "gflops": rate * state.flops_per_step / 1e9,
     }
 
 
@@ -654,7 +660,8 @@ def report(row: dict[str, float], max_steps: int, bar: tqdm) -> None:
     """The log line of a history row: a progress-bar postfix on a terminal, else a log record."""
     message = (
         f"loss {row['loss']:.5f} pearson {row['masked_pearson']:.3f} lr {row['lr']:.2e} "
-        f"{row['steps_per_s']:.2f} steps/s {row['tokens_per_s']:,.0f} tokens/s"
+        f"{row['steps_per_s']:.2f} steps/s {row['tokens_per_s']:,.0f} tokens/s "
+        f"{row['gflops']:.1f} GFLOP/s"
     )
     if not bar.disable:
         bar.set_postfix_str(message)
@@ -715,6 +722,11 @@ def export(state: TrainState, run: Run) -> None:
     with atomic_path(run.outdir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(run.config, sort_keys=False), encoding="utf-8")
     log.info("wrote %s", run.outdir)
+
+
+def _network(model: torch.nn.Module) -> torch.nn.Module:
+    """The GETRegionDiffusion inside a peft wrapper, or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _log_model(state: TrainState, run: Run) -> None:

@@ -14,11 +14,11 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from bench_train_step import make_batch, step_flops  # noqa: E402
+from bench_train_step import make_batch  # noqa: E402
 from reference_model import ReferenceModel, reference_loss  # noqa: E402
 
 from getdiff.diffusion import GaussianDiffusion  # noqa: E402
-from getdiff.model import build_model  # noqa: E402
+from getdiff.model import build_model, train_step_flops  # noqa: E402
 
 
 def _pair(regions: int = 40) -> tuple[torch.nn.Module, ReferenceModel]:
@@ -71,7 +71,7 @@ def test_step_flops_counts_matmuls_and_attention():
     per_token = layers * (4 * d * d + 2 * d * hidden)
     macs = tokens * per_token + 9 * 2 * 10 * d + (8 * d + d * d + layers * 6 * d * d)
     macs += layers * 2 * tokens * tokens * d
-    assert step_flops(config, batch=3, regions=9) == 6 * 3 * macs
+    assert train_step_flops(config, batch=3, regions=9) == 6 * 3 * macs
 
 
 def test_run_all_quick_writes_every_results_table(tmp_path):

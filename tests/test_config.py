@@ -28,7 +28,7 @@ def test_defaults_are_filled_in_from_the_schema():
 
 
 def test_unknown_key_is_an_error_naming_it():
-    with pytest.raises(ConfigError, match="train.*'learning_rate'"):
+    with pytest.raises(ConfigError, match="unknown key 'train.learning_rate'"):
         validate_config({**MINIMAL, "train": {"learning_rate": 0.1}})
 
 
@@ -156,3 +156,12 @@ def test_a_hash_inside_a_sheet_path_is_kept_and_comment_lines_are_skipped(tmp_pa
         load_cell_types(path)
     path.write_text(text.replace("five", "5"))
     assert load_cell_types(path).loc["liver", "peaks"] == "data/liver#v2.bed"
+
+
+def test_a_misspelt_key_names_the_closest_valid_one():
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'train.max_stepz' \(did you mean 'train.max_steps'\?\)"
+    ):
+        validate_config({**MINIMAL, "train": {"max_stepz": 5}})
+    with pytest.raises(ConfigError, match=r"unknown key 'trian' \(did you mean 'train'\?\)"):
+        validate_config({**MINIMAL, "trian": {}})

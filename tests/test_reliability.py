@@ -295,7 +295,9 @@ def scan_truncated_gzip(inputs: Inputs) -> Case:
 
 def config_unknown_key(inputs: Inputs) -> Case:
     argv, _, _, config = inputs.prepare(prepare={"windowsize": 4})
-    return Case(argv, config, None, "key 'prepare': Additional properties are not allowed")
+    return Case(
+        argv, config, None, "unknown key 'prepare.windowsize' (did you mean 'prepare.window_size'?)"
+    )
 
 
 def config_wrong_type(inputs: Inputs) -> Case:

@@ -2,18 +2,23 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
+from snakemake.exceptions import WorkflowError
 
 # The package is imported from this checkout, so rules and this file see the same code.
 sys.path.insert(0, workflow.basedir)
 
-from getdiff.config import load_cell_types, stage_config_json, train_groups
+from getdiff.config import load_cell_types, stage_config_json, train_groups, validate_config
+from getdiff.errors import ConfigError
 from getdiff.demo import CELL_TYPES as DEMO_CELL_TYPES
 
-validate(config, "../schemas/config.schema.yaml")
-
-CELL_TYPES = load_cell_types(config["cell_types"])
-GROUPS = train_groups(config, list(CELL_TYPES.index))
+# getdiff's own validation (the schema in ../schemas/config.schema.yaml): one line naming the key
+# and the closest valid one, instead of a schema dump; defaults are filled in place.
+try:
+    config.update(validate_config(config, source="config"))
+    CELL_TYPES = load_cell_types(config["cell_types"])
+    GROUPS = train_groups(config, list(CELL_TYPES.index))
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 RESULTS = Path(config["results"])
 SPLITS = ["train", "validation", "test"]
 # The CLI that all rules call, i.e. this checkout's getdiff, in whichever env the rule runs.
