@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from getdiff.diffusion import GaussianDiffusion
-from getdiff.impute import SamplerSettings, impute_windows
+from getdiff.inference import SamplerSettings, impute_windows
 from getdiff.model import build_model
 from getdiff.tensors import WindowSet
 

@@ -19,6 +19,7 @@ Outputs: ``metrics.json`` (``per_cell_type`` then ``pooled_across_cell_types``),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ from getdiff.config import add_config_arguments, config_from_args, load_cell_typ
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion, complementary_masks
 from getdiff.errors import GetdiffError, InputError
-from getdiff.impute import SamplerSettings, check_compatible, impute_windows, region_rows
+from getdiff.inference import SamplerSettings, check_compatible, impute_windows, region_rows
 from getdiff.io import atomic_dir, atomic_path
 from getdiff.metrics import ScoredRegions, centre_by_group, metrics_per_column, pool, score
 from getdiff.model import load_model, model_metadata
@@ -215,15 +216,17 @@ def evaluate_group(
 def _write_outputs(
     outdir: Path, result: dict, rows: list[dict], scored: dict, history: str | Path | None
 ) -> None:
-    """Plots and the per-feature table first, metrics.json (the rule's marker output) last."""
+    """Write every output aside first, then rename them in, metrics.json (the marker) last."""
     from getdiff.plots import write_evaluation_plots
 
-    with atomic_dir(outdir / "plots") as tmp:
-        write_evaluation_plots(tmp, scored, history)
-    with atomic_path(outdir / "metrics_per_feature.tsv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    with atomic_path(outdir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+    with contextlib.ExitStack() as stack:
+        # ExitStack renames in reverse order of entry: metrics.json is entered first.
+        metrics = stack.enter_context(atomic_path(outdir / "metrics.json"))
+        per_feature = stack.enter_context(atomic_path(outdir / "metrics_per_feature.tsv"))
+        plots = stack.enter_context(atomic_dir(outdir / "plots"))
+        write_evaluation_plots(plots, scored, history)
+        pd.DataFrame(rows).to_csv(per_feature, sep="\t", index=False, float_format="%.6g")
+        metrics.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> None:

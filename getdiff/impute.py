@@ -1,8 +1,8 @@
 """Per-region imputation with a trained model: every region of a split, masked once, sampled.
 
-Contract. ``impute_windows`` runs the diffusion sampler over all windows of a WindowSet with two
-complementary masks (every window position hidden in exactly one pass), so each row gets a
-prediction made without seeing its own features. Rows a user marks as missing are hidden in
+Contract. :func:`getdiff.inference.impute_windows` runs the diffusion sampler over all windows of
+a WindowSet with two complementary masks (every window position hidden in exactly one pass), so
+each row gets a prediction made without seeing its own features. Rows a user marks as missing are hidden in
 both passes (they are never context). ``getdiff impute`` writes, per cell type, one Parquet with
 one row per region of the configured splits (each region once, from its scoring window):
 
@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,143 +35,17 @@ import torch
 from getdiff import __version__
 from getdiff.config import add_config_arguments, config_from_args
 from getdiff.devices import resolve_device
-from getdiff.diffusion import GaussianDiffusion, complementary_masks
+from getdiff.diffusion import GaussianDiffusion
 from getdiff.errors import GetdiffError, InputError
+from getdiff.inference import SamplerSettings, check_compatible, impute_windows, region_rows
 from getdiff.intervals import check_match_rate, overlapping
 from getdiff.io import atomic_path
 from getdiff.model import load_model, model_metadata
 from getdiff.peaks import harmonise_chrom, read_bed_regions
-from getdiff.task import SPEC_TASK, model_task, predicted_features, target
-from getdiff.tensors import WindowSet, load_window_set, region_midpoints, to_raw_units
+from getdiff.task import SPEC_TASK, model_task, predicted_features
+from getdiff.tensors import WindowSet, load_window_set, to_raw_units
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SamplerSettings:
-    """How masked rows are drawn: ``one-step`` or ``ddim`` (``steps``, ``eta``), ``num_samples``."""
-
-    method: str = "one-step"
-    steps: int = 50
-    eta: float = 0.0
-    num_samples: int = 1
-    seed: int = 0
-    batch_size: int = 8
-
-    @classmethod
-    def from_config(cls, section: dict) -> SamplerSettings:
-        return cls(
-            method=section["sampler"],
-            steps=section["ddim_steps"],
-            eta=section["eta"],
-            num_samples=section.get("num_samples", 1),
-            seed=section["seed"],
-            batch_size=section["batch_size"],
-        )
-
-
-def check_compatible(
-    model: torch.nn.Module, metadata: dict, windows: WindowSet, path: str | Path
-) -> None:
-    """The model must have been trained on this window size and these features, in this order."""
-    config = model.config
-    names = list(windows.meta["feature_names"])
-    if len(names) != config.num_motif:
-        raise InputError(
-            path, f"has {len(names)} features per region but the model expects {config.num_motif}"
-        )
-    trained = list(metadata.get("feature_names", names))
-    if trained != names:
-        j = next(j for j, (a, b) in enumerate(zip(trained, names, strict=True)) if a != b)
-        raise InputError(
-            path,
-            f"feature {j + 1} is {names[j]!r} but the model was trained with {trained[j]!r} there; "
-            "windows must have the model's features in the model's order",
-        )
-    if windows.meta["window_size"] != config.num_regions:
-        raise InputError(
-            path,
-            f"has windows of {windows.meta['window_size']} regions but the model expects "
-            f"{config.num_regions}",
-        )
-
-
-def impute_windows(
-    model: torch.nn.Module,
-    diffusion: GaussianDiffusion,
-    windows: WindowSet,
-    settings: SamplerSettings,
-    device: torch.device,
-    masks: tuple[torch.Tensor, torch.Tensor] | None = None,
-    missing: np.ndarray | None = None,
-    task: dict[str, str] = SPEC_TASK,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predict every window position from the pass that hid it.
-
-    Returns (mean, std, hidden): mean/std (n_windows, R, F) float32, and the (R,) bool mask of
-    the first pass (positions where it is False were predicted in the second pass). ``missing``
-    is an optional (n_regions,) bool over the WindowSet's rows, hidden in both passes. With the
-    ``accessibility`` task only that column is predicted; the others come back as observed.
-    """
-    what = target(task, list(windows.meta["feature_names"]))
-    midpoints = region_midpoints(windows.regions)
-    size = windows.meta["window_size"]
-    first, second = masks if masks is not None else complementary_masks(size, 0.5, settings.seed)
-    n = len(windows.starts)
-    features = windows.features
-    mean = np.empty((n, size, features.shape[1]), dtype=np.float32)
-    std = np.empty_like(mean)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
-    offsets = np.arange(size)
-    started, done = time.monotonic(), 0
-    for lo in range(0, n, settings.batch_size):
-        index = np.arange(lo, min(lo + settings.batch_size, n))
-        rows = windows.starts[index, None] + offsets
-        x = torch.from_numpy(features[rows]).to(device)
-        positions = torch.from_numpy(midpoints[rows]).to(device)
-        hidden_missing = (
-            torch.from_numpy(missing[rows]).to(device)
-            if missing is not None
-            else torch.zeros(x.shape[:2], dtype=torch.bool, device=device)
-        )
-        result_mean = torch.empty_like(x)
-        result_std = torch.empty_like(x)
-        for pass_mask in (first, second):
-            mask = pass_mask.to(device).expand(len(index), -1) | hidden_missing
-            pass_mean, pass_std = diffusion.sample(
-                model,
-                x,
-                mask,
-                method=settings.method,
-                steps=settings.steps,
-                eta=settings.eta,
-                num_samples=settings.num_samples,
-                generator=generator,
-                positions=positions,
-                target=what,
-            )
-            own = pass_mask.to(device).view(1, -1, 1)
-            result_mean = torch.where(own, pass_mean, result_mean)
-            result_std = torch.where(own, pass_std, result_std)
-        mean[index] = result_mean.float().cpu().numpy()
-        std[index] = result_std.float().cpu().numpy()
-        done += len(index)
-        if done == n or (lo // settings.batch_size) % 20 == 0:
-            rate = done / max(time.monotonic() - started, 1e-9)
-            log.info("imputed %d/%d windows (%.1f windows/s)", done, n, rate)
-    return mean, std, first.cpu().numpy()
-
-
-def region_rows(windows: WindowSet) -> tuple[np.ndarray, np.ndarray]:
-    """(window, position) of each scored row, first scoring occurrence of each region only.
-
-    Validation/test tiles score each region once; overlapping train windows score a region in
-    several windows, and the first one is kept.
-    """
-    window, position = np.nonzero(windows.scored)
-    rows = windows.starts[window] + position
-    _, first = np.unique(rows, return_index=True)
-    return window[first], position[first]
 
 
 def missing_mask(
