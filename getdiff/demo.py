@@ -233,17 +233,8 @@ def _write_scan(path: Path, data: bytes) -> None:
             os.replace(f"{tmp}.tbi", f"{path}.tbi")
 
 
-def write_demo_data(
-    out: str | Path,
-    peaks_per_cell_type: int = 60000,
-    chromosomes: Sequence[str] | None = None,
-    seed: int = 0,
-) -> dict[str, Path]:
-    """Write the demo inputs (see the module docstring); returns name -> path.
-
-    Keys: ``peaks_<cell type>``, ``motif_scan``, ``cell_types``, ``config``.
-    """
-    began = time.perf_counter()
+def _check_arguments(chromosomes: Sequence[str] | None, peaks_per_cell_type: int) -> list[str]:
+    """The demo's chromosomes in natural order; bad arguments raise ConfigError."""
     chroms = list(chromosomes) if chromosomes else list(DEFAULT_DEMO_CHROMOSOMES)
     unknown = [c for c in chroms if c not in HG38_SIZES]
     if unknown:
@@ -255,13 +246,14 @@ def write_demo_data(
             f"demo: --peaks-per-cell-type {peaks_per_cell_type} is too small for "
             f"{len(chroms)} chromosomes; expected at least {10 * len(chroms)}"
         )
-    chroms.sort(key=natural_chrom_key)
-    out = Path(out)
-    names = load_cluster_names()
-    rng = np.random.default_rng(seed)
-    model = _cell_type_model(rng, len(names))
+    return sorted(chroms, key=natural_chrom_key)
 
-    # Site universe: shared sites (in every cell type) + each cell type's specific sites.
+
+def _simulate(
+    rng: np.random.Generator, chroms: list[str], peaks_per_cell_type: int, n_clusters: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Sites (shared + cell-type specific, with counts) and motif hits over all chromosomes."""
+    model = _cell_type_model(rng, n_clusters)
     n_shared = round(SHARED_FRACTION * peaks_per_cell_type)
     n_specific = peaks_per_cell_type - n_shared
     owner = np.r_[np.full(n_shared, -1), np.repeat(np.arange(len(CELL_TYPES)), n_specific)]
@@ -269,31 +261,32 @@ def write_demo_data(
     sizes = np.array([HG38_SIZES[c] for c in chroms], dtype=np.float64)
     per_chrom = _allocate(len(owner), sizes)
     n_per_site = len(owner) / peaks_per_cell_type  # universe sites per cell-type peak
-
     site_parts, hit_parts = [], []
     offset = 0
-    for chrom, n_sites in zip(chroms, per_chrom.tolist(), strict=True):
+    for k, (chrom, n_sites) in enumerate(zip(chroms, per_chrom.tolist(), strict=True)):
         sites, hits = _chromosome(
             rng, chrom, n_sites, owner[offset : offset + n_sites], model, n_per_site
         )
         offset += n_sites
-        sites["chrom"] = np.full(n_sites, len(site_parts), dtype=np.int64)
-        hits["chrom"] = np.full(len(hits["start"]), len(site_parts), dtype=np.int64)
+        sites["chrom"] = np.full(n_sites, k, dtype=np.int64)
+        hits["chrom"] = np.full(len(hits["start"]), k, dtype=np.int64)
         site_parts.append(sites)
         hit_parts.append(hits)
-    sites = {k: np.concatenate([p[k] for p in site_parts]) for k in site_parts[0]}
-    hits = {k: np.concatenate([p[k] for p in hit_parts]) for k in hit_parts[0]}
+    sites = {key: np.concatenate([p[key] for p in site_parts]) for key in site_parts[0]}
+    hits = {key: np.concatenate([p[key] for p in hit_parts]) for key in hit_parts[0]}
+    return sites, hits
 
-    paths: dict[str, Path] = {}
-    # Peak files sorted lexicographically by chromosome (as `sort -k1,1 -k2,2n` leaves them).
+
+def _write_peaks(out: Path, chroms: list[str], sites: dict[str, np.ndarray]) -> dict[str, Path]:
+    """One narrowPeak.gz per cell type, sorted like ``sort -k1,1 -k2,2n``; counts in column 7."""
     chrom_names = np.array(chroms)
     lexical_rank = np.argsort(np.argsort(chrom_names))
     lexical = np.lexsort((sites["start"], lexical_rank[sites["chrom"]]))
+    paths = {}
     for k, cell_type in enumerate(CELL_TYPES):
         keep = lexical[(sites["owner"][lexical] == -1) | (sites["owner"][lexical] == k)]
         counts = sites["counts"][keep, k]
         start, end = sites["start"][keep], sites["end"][keep]
-        width = end - start
         columns = {
             "chrom": pa.array(chrom_names[sites["chrom"][keep]]),
             "start": pa.array(start),
@@ -304,27 +297,35 @@ def write_demo_data(
             "signalValue": pa.array(counts),
             "pValue": pa.array(np.round(np.log10(counts + 1.0) * 10, 3)),
             "qValue": pa.array(np.full(len(keep), -1)),
-            "peak": pa.array(width // 2),
+            "peak": pa.array((end - start) // 2),
         }
         path = out / "peaks" / f"{cell_type}.narrowPeak.gz"
         _write_gzip(path, _tsv_bytes(columns))
         paths[f"peaks_{cell_type}"] = path
+    return paths
 
-    scan_path = out / "motif_scan.bed.gz"
-    strand = np.where(hits["strand"] == 1, "+", "-")
-    scan_bytes = _tsv_bytes(
-        {
-            "chrom": pa.array(chrom_names[hits["chrom"]]),
-            "start": pa.array(hits["start"]),
-            "end": pa.array(hits["end"]),
-            "name": pa.array(np.array(names)[hits["cluster"]]),
-            "score": pa.array(hits["score"]),
-            "strand": pa.array(strand),
-        }
+
+def _write_demo_scan(
+    path: Path, chroms: list[str], names: list[str], hits: dict[str, np.ndarray]
+) -> None:
+    _write_scan(
+        path,
+        _tsv_bytes(
+            {
+                "chrom": pa.array(np.array(chroms)[hits["chrom"]]),
+                "start": pa.array(hits["start"]),
+                "end": pa.array(hits["end"]),
+                "name": pa.array(np.array(names)[hits["cluster"]]),
+                "score": pa.array(hits["score"]),
+                "strand": pa.array(np.where(hits["strand"] == 1, "+", "-")),
+            }
+        ),
     )
-    _write_scan(scan_path, scan_bytes)
-    paths["motif_scan"] = scan_path
 
+
+def _write_sheet_and_config(
+    out: Path, paths: dict[str, Path], chroms: list[str], peaks_per_cell_type: int, seed: int
+) -> None:
     sheet = pd.DataFrame(
         {
             "cell_type": list(CELL_TYPES),
@@ -333,27 +334,24 @@ def write_demo_data(
             "counts_column": [COUNTS_COLUMN] * len(CELL_TYPES),
         }
     )
-    sheet_path = out / "cell_types.tsv"
-    with atomic_path(sheet_path) as tmp:
+    paths["cell_types"] = out / "cell_types.tsv"
+    with atomic_path(paths["cell_types"]) as tmp:
         sheet.to_csv(tmp, sep="\t", index=False)
-    paths["cell_types"] = sheet_path
-
     # Demo peaks are sparser than a deep ATAC peak set: a 900-peak window spans ~900 x the mean
     # spacing, so max_span is set to twice that (GET's 5 Mb would skip every training window).
-    spacing = sizes.sum() / peaks_per_cell_type
+    spacing = sum(HG38_SIZES[c] for c in chroms) / peaks_per_cell_type
     max_span = int(np.ceil(2 * WINDOW_SIZE * spacing / 1e6)) * 1_000_000
     # The demo has no pretrained weights to adapt, and must train on a laptop CPU: the tiny
     # preset trained in full (the spec preset with LoRA on random weights would take ~15 h).
     config = {
-        "cell_types": str(sheet_path),
-        "motif_scan": str(scan_path),
+        "cell_types": str(paths["cell_types"]),
+        "motif_scan": str(paths["motif_scan"]),
         "genome": "hg38",
         "prepare": {"max_span": max_span},
         "model": {"preset": "tiny", "use_lora": False},
         "train": {"lr": 0.003, "max_steps": 1000},
     }
     validate_config(config, source="demo config")
-    config_path = out / "config.yaml"
     header = (
         f"# Demo inputs written by `getdiff demo-data` (seed {seed}, "
         f"{peaks_per_cell_type} peaks per cell type, {len(chroms)} chromosomes).\n"
@@ -361,9 +359,31 @@ def write_demo_data(
         f"900-peak windows span ~{WINDOW_SIZE * spacing / 1e6:.0f} Mb.\n"
         "# model: the tiny preset, trained in full, fits a CPU; on a GPU try preset: mid or spec.\n"
     )
-    with atomic_path(config_path) as tmp:
+    paths["config"] = out / "config.yaml"
+    with atomic_path(paths["config"]) as tmp:
         tmp.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    paths["config"] = config_path
+
+
+def write_demo_data(
+    out: str | Path,
+    peaks_per_cell_type: int = 60000,
+    chromosomes: Sequence[str] | None = None,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write the demo inputs (see the module docstring); returns name -> path.
+
+    Keys: ``peaks_<cell type>``, ``motif_scan``, ``cell_types``, ``config``.
+    """
+    began = time.perf_counter()
+    chroms = _check_arguments(chromosomes, peaks_per_cell_type)
+    out = Path(out)
+    names = load_cluster_names()
+    rng = np.random.default_rng(seed)
+    sites, hits = _simulate(rng, chroms, peaks_per_cell_type, len(names))
+    paths = _write_peaks(out, chroms, sites)
+    paths["motif_scan"] = out / "motif_scan.bed.gz"
+    _write_demo_scan(paths["motif_scan"], chroms, names, hits)
+    _write_sheet_and_config(out, paths, chroms, peaks_per_cell_type, seed)
     log.info(
         "demo data: %d cell types x %d peaks, %d motif hits on %d chromosomes -> %s (%.1f s)",
         len(CELL_TYPES),

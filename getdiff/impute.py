@@ -2,9 +2,10 @@
 
 Contract. :func:`getdiff.inference.impute_windows` runs the diffusion sampler over all windows of
 a WindowSet with two complementary masks (every window position hidden in exactly one pass), so
-each row gets a prediction made without seeing its own features. Rows a user marks as missing are hidden in
-both passes (they are never context). ``getdiff impute`` writes, per cell type, one Parquet with
-one row per region of the configured splits (each region once, from its scoring window):
+each row gets a prediction made without seeing its own features. Rows a user marks as missing
+are hidden in both passes (they are never context). ``getdiff impute`` writes, per cell type,
+one Parquet with one row per region of the configured splits (each once, from its scoring
+window):
 
     chrom, start, end, name, region_id, split, missing,
     observed.<feature>, imputed.<feature>, imputed_std.<feature>   (normalised, [0, 1] scale)

@@ -421,6 +421,89 @@ class _Resolver:
         return index
 
 
+def _hit_chunks(
+    scan: Path,
+    index: dict[str, _ChromPeaks],
+    resolver: _Resolver,
+    use_index: bool | None,
+    chunk_lines: int,
+) -> tuple[Iterator[_Hits], bool]:
+    """The scan's hits in chunks (streamed, or by tabix query of the peak regions) and which."""
+    if use_index is None:
+        indexed = scan_has_index(scan) and scan.stat().st_size >= INDEX_MIN_BYTES
+    elif use_index and not scan_has_index(scan):
+        raise InputError(scan, "expected a bgzipped scan with a .tbi index beside it (and pysam)")
+    else:
+        indexed = use_index
+    if indexed:
+        contigs = _scan_contigs(scan)
+        resolve = {c: t for c in contigs if (t := resolver.chrom(c, None)) is not None}
+        log.info("reading motif scan %s by tabix query of the peak regions", scan)
+        return _indexed_chunks(scan, index, resolve), True
+    log.info("streaming motif scan %s", scan)
+    return _stream_chunks(scan, chunk_lines), False
+
+
+def _add_chunk(
+    flat: np.ndarray,
+    n_clusters: int,
+    hits: _Hits,
+    index: dict[str, _ChromPeaks],
+    resolver: _Resolver,
+    stats: dict[str, int],
+) -> None:
+    """Add one chunk's hits to the per-peak sums, per scan chromosome; count what was used."""
+    stats["scan_records"] += len(hits.start)
+    cluster = resolver.clusters(hits.name, hits.line)
+    known = cluster >= 0
+    stats["hits_unknown_cluster_dropped"] += int((~known).sum())
+    for code, scan_chrom in enumerate(hits.chrom.categories):
+        first = np.flatnonzero(hits.chrom.codes == code)
+        if len(first) == 0:
+            continue
+        line = None if hits.line is None else int(hits.line[first[0]])
+        target = resolver.chrom(str(scan_chrom), line)
+        rows = first[known[first]]
+        if target is None:
+            stats["hits_on_chromosomes_without_peaks"] += len(rows)
+            continue
+        stats["hits_overlapping_peaks"] += _add_overlaps(
+            flat,
+            n_clusters,
+            index[target],
+            hits.start[rows],
+            hits.end[rows],
+            cluster[rows],
+            hits.score[rows].astype(np.float32),
+        )
+
+
+def _check_coverage(
+    scan: Path, index: dict[str, _ChromPeaks], resolver: _Resolver, stats: dict[str, int]
+) -> None:
+    """Errors for a scan on none of the peaks' chromosomes; a warning for uncovered ones."""
+    if stats["hits_on_chromosomes_without_peaks"] == stats["scan_records"]:
+        seen = sorted(c for c in resolver.chroms)[:5]
+        raise InputError(
+            scan,
+            f"no motif hit lies on the peaks' chromosomes: the scan has {seen}, the peaks have "
+            f"{sorted(index)[:5]}; expected the same chromosome names",
+        )
+    if resolver.renamed:
+        log.info("scan chromosomes renamed to match the peaks: %s", resolver.renamed)
+    scanned = set(resolver.chroms.values())
+    absent = [chrom for chrom in index if chrom not in scanned]
+    if absent:
+        # Not an error: a scan may cover only part of the genome, but the user must know.
+        log.warning(
+            "%s has no motif hit on peak chromosome(s) %s: their %d peaks get all-zero motif "
+            "features; expected the scan to cover every chromosome of the peaks",
+            scan,
+            absent[:10],
+            sum(len(index[chrom].rows) for chrom in absent),
+        )
+
+
 def aggregate_motif_scores(
     scan: str | Path,
     peaks: pd.DataFrame,
@@ -442,85 +525,28 @@ def aggregate_motif_scores(
         raise InputError(scan, "motif scan not found")
     n_clusters = len(cluster_names)
     features = np.zeros((len(peaks), n_clusters), dtype=np.float32)
-    flat = features.reshape(-1)
     index = _index_peaks(peaks)
     resolver = _Resolver(scan, set(index), cluster_names, mapping, chrom_naming, unknown_clusters)
-    if use_index is None:
-        indexed = scan_has_index(scan) and scan.stat().st_size >= INDEX_MIN_BYTES
-    elif use_index and not scan_has_index(scan):
-        raise InputError(scan, "expected a bgzipped scan with a .tbi index beside it (and pysam)")
-    else:
-        indexed = use_index
+    chunks, indexed = _hit_chunks(scan, index, resolver, use_index, chunk_lines)
     stats = {
         "scan_records": 0,
         "hits_overlapping_peaks": 0,
         "hits_unknown_cluster_dropped": 0,
         "hits_on_chromosomes_without_peaks": 0,
     }
-    if indexed:
-        contigs = _scan_contigs(scan)
-        resolve = {c: t for c in contigs if (t := resolver.chrom(c, None)) is not None}
-        chunks = _indexed_chunks(scan, index, resolve)
-        log.info("reading motif scan %s by tabix query of %d peak regions", scan, len(peaks))
-    else:
-        chunks = _stream_chunks(scan, chunk_lines)
-        log.info("streaming motif scan %s", scan)
     began = time.perf_counter()
-    any_record = False
     for hits in chunks:
-        any_record = any_record or len(hits.start) > 0
-        stats["scan_records"] += len(hits.start)
-        cluster = resolver.clusters(hits.name, hits.line)
-        known = cluster >= 0
-        stats["hits_unknown_cluster_dropped"] += int((~known).sum())
-        for code, scan_chrom in enumerate(hits.chrom.categories):
-            first = np.flatnonzero(hits.chrom.codes == code)
-            if len(first) == 0:
-                continue
-            line = None if hits.line is None else int(hits.line[first[0]])
-            target = resolver.chrom(str(scan_chrom), line)
-            rows = first[known[first]]
-            if target is None:
-                stats["hits_on_chromosomes_without_peaks"] += len(rows)
-                continue
-            stats["hits_overlapping_peaks"] += _add_overlaps(
-                flat,
-                n_clusters,
-                index[target],
-                hits.start[rows],
-                hits.end[rows],
-                cluster[rows],
-                hits.score[rows].astype(np.float32),
-            )
-        elapsed = time.perf_counter() - began
+        _add_chunk(features.reshape(-1), n_clusters, hits, index, resolver, stats)
         log.info(
             "motif scan: %d records read (%.0f records/s), %d hits in peaks",
             stats["scan_records"],
-            stats["scan_records"] / max(elapsed, 1e-9),
+            stats["scan_records"] / max(time.perf_counter() - began, 1e-9),
             stats["hits_overlapping_peaks"],
         )
-    if not any_record and not indexed:
+    if stats["scan_records"] == 0 and not indexed:
         raise InputError(scan, "no motif hits found: the file is empty or holds only header lines")
-    if any_record and stats["hits_on_chromosomes_without_peaks"] == stats["scan_records"]:
-        seen = sorted(c for c in resolver.chroms)[:5]
-        raise InputError(
-            scan,
-            f"no motif hit lies on the peaks' chromosomes: the scan has {seen}, the peaks have "
-            f"{sorted(index)[:5]}; expected the same chromosome names",
-        )
-    if resolver.renamed:
-        log.info("scan chromosomes renamed to match the peaks: %s", resolver.renamed)
-    scanned = set(resolver.chroms.values())
-    absent = [chrom for chrom in index if chrom not in scanned]
-    if any_record and absent:
-        # Not an error: a scan may cover only part of the genome, but the user must know.
-        log.warning(
-            "%s has no motif hit on peak chromosome(s) %s: their %d peaks get all-zero motif "
-            "features; expected the scan to cover every chromosome of the peaks",
-            scan,
-            absent[:10],
-            sum(len(index[chrom].rows) for chrom in absent),
-        )
+    if stats["scan_records"]:
+        _check_coverage(scan, index, resolver, stats)
     return features, stats
 
 
