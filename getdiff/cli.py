@@ -49,4 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except GetdiffError as err:
         print(f"getdiff {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # Unreadable inputs, an output location that is a file, read-only or full: one line.
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"getdiff {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     return 0

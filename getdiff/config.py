@@ -83,27 +83,57 @@ def load_config(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text; expected YAML") from None
+    except (IsADirectoryError, PermissionError) as err:
+        raise ConfigError(f"{path}: cannot read the config file: {err.strerror}") from None
     return validate_config(config or {}, source=str(path))
+
+
+def _read_sheet(path: str | Path) -> pd.DataFrame:
+    """The sheet's rows as text, indexed by line number - 2 (header = line 1). Comment lines
+    (starting with '#') and blank lines are skipped; a '#' inside a field (a path such as
+    data/liver#v2.bed) is kept. A line with more tab-separated fields than the header, or a NUL
+    byte, is an error naming the line: pandas would silently drop or misplace its fields."""
+    try:
+        with open(path, encoding="utf-8", newline=None) as handle:
+            lines = handle.read().split("\n")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: cell-type sheet not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cell-type sheet is not UTF-8 text; expected a TSV") from None
+    except (IsADirectoryError, PermissionError) as err:
+        raise ConfigError(f"{path}: cannot read the cell-type sheet: {err.strerror}") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"{path}: cell-type sheet is empty")
+    header = lines[0].split("\t")
+    kept: dict[int, list[str]] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) > len(header) or "\x00" in line:
+            raise ConfigError(
+                f"{path}: line {number}: {len(fields)} tab-separated fields (or a NUL byte); "
+                f"expected at most the header's {len(header)}: {', '.join(header)}"
+            )
+        kept[number - 2] = fields + [""] * (len(header) - len(fields))
+    sheet = pd.DataFrame.from_dict(kept, orient="index", columns=header, dtype=str)
+    return sheet.replace("", None)
 
 
 def load_cell_types(path: str | Path) -> pd.DataFrame:
     """Read and validate the cell-type sheet; one row per cell type, indexed by ``cell_type``."""
-    try:
-        # No comment= here: it would cut a path such as data/liver#v2.bed at the '#'. Whole
-        # comment lines are dropped below instead.
-        sheet = pd.read_csv(path, sep="\t", dtype=str, skip_blank_lines=True)
-        sheet = sheet[~sheet.iloc[:, 0].fillna("").str.startswith("#")]
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: cell-type sheet not found") from None
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"{path}: cell-type sheet is empty") from None
+    sheet = _read_sheet(path)
     schema = _read_schema(CELL_TYPES_SCHEMA)
     validator = jsonschema.Draft202012Validator(schema)
     rows = []
     for i, raw in zip(sheet.index, sheet.to_dict("records"), strict=True):
         row: dict[str, Any] = {
-            k: v for k, v in raw.items() if not (isinstance(v, float) and math.isnan(v))
+            k: v
+            for k, v in raw.items()
+            if v is not None and not (isinstance(v, float) and math.isnan(v))
         }
         if row.get("counts_column") is not None:
             try:

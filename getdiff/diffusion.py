@@ -51,6 +51,7 @@ class Target:
 
     columns: torch.Tensor | None = None  # (F,) bool: predicted features; None = all
     window_scaling: bool = False
+    centre: bool = True  # with window scaling: subtract the window's mean too (not only divide)
 
     def scaling(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, F) location and scale: unmasked rows' mean and std in predicted columns
@@ -60,6 +61,8 @@ class Target:
         loc = (x * keep).sum(dim=1, keepdim=True) / count
         var = ((x - loc).square() * keep).sum(dim=1, keepdim=True) / count
         scale = var.sqrt().clamp_min(SCALE_FLOOR)
+        if not self.centre:
+            loc = torch.zeros_like(loc)
         if self.columns is not None:
             columns = self.columns.to(x.device)
             loc, scale = torch.where(columns, loc, 0.0), torch.where(columns, scale, 1.0)

@@ -23,6 +23,10 @@ from getdiff.errors import InputError
 
 log = logging.getLogger(__name__)
 
+# A BED coordinate: an integer of at most 18 digits, so it fits int64 (a longer one is an
+# error naming the line, not an overflow).
+COORDINATE_PATTERN = r"[+-]?\d{1,18}"
+MAX_COORDINATE = 10**18
 LOW_MATCH_RATE = 0.5
 MISMATCH_HINT = (
     "check that both use the same genome build, the same chromosome naming ('chr1' vs '1'; "

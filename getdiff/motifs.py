@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from getdiff.errors import InputError, raise_first_bad_line
+from getdiff.intervals import COORDINATE_PATTERN, MAX_COORDINATE
 from getdiff.io import is_gzipped, open_text, reading
 from getdiff.peaks import HEADER_PATTERN, genome_order, harmonise_chrom
 
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER_NAMES = Path(__file__).parent / "data" / "cluster_names.txt"
 INDEX_MIN_BYTES = 1 << 30  # smaller scans are streamed even when indexed (faster)
-_INT_PATTERN = r"[+-]?\d+"
 _SCAN_COLUMNS = "5 columns: chrom start end name score"
 
 
@@ -174,10 +174,10 @@ def _int_column(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return values.to_numpy(np.int64), np.zeros(len(values), dtype=bool)
     if pd.api.types.is_float_dtype(values.dtype):  # pandas saw a blank line or a decimal
         raw = values.to_numpy(np.float64)
-        ok = np.isfinite(raw) & (raw == np.floor(raw))
+        ok = np.isfinite(raw) & (raw == np.floor(raw)) & (np.abs(raw) < MAX_COORDINATE)
         return np.where(ok, raw, 0).astype(np.int64), ~ok
     text = values.astype(str)
-    ok = text.str.fullmatch(_INT_PATTERN).to_numpy(dtype=bool)
+    ok = text.str.fullmatch(COORDINATE_PATTERN).to_numpy(dtype=bool)
     out = pd.to_numeric(text.where(ok, "0")).to_numpy(np.int64)
     return out, ~ok
 
@@ -218,8 +218,8 @@ def _validate_chunk(path: str | Path, chunk: pd.DataFrame, lines: np.ndarray | N
         where,
         lines is None,
         [
-            (bad_start, "start (column 2) must be an integer"),
-            (bad_end, "end (column 3) must be an integer"),
+            (bad_start, "start (column 2) must be an integer below 10^18"),
+            (bad_end, "end (column 3) must be an integer below 10^18"),
             (bad_score, "score (column 5) must be a finite number"),
         ],
     )

@@ -27,12 +27,11 @@ import numpy as np
 import pandas as pd
 
 from getdiff.errors import InputError, raise_first_bad_line
-from getdiff.intervals import check_match_rate
+from getdiff.intervals import COORDINATE_PATTERN, check_match_rate
 from getdiff.io import open_text, reading
 
 DEFAULT_CHROMOSOMES: tuple[str, ...] = tuple(f"chr{i}" for i in range(1, 23)) + ("chrX",)
 HEADER_PATTERN = r"^(?:#|track\b|browser\b)"
-_INT_PATTERN = r"[+-]?\d+"
 
 
 def natural_chrom_key(chrom: str) -> tuple[int, int, str]:
@@ -89,10 +88,10 @@ def parse_coordinates(
     coords = {}
     for col, label in ((1, "start"), (2, "end")):
         text = fields[col]
-        bad = ~text.str.fullmatch(_INT_PATTERN).to_numpy(dtype=bool)
+        bad = ~text.str.fullmatch(COORDINATE_PATTERN).to_numpy(dtype=bool)
         hits = np.flatnonzero(bad)
         shown = repr(text.iloc[hits[0]]) if len(hits) else ""
-        checks.append((bad, f"{label} must be an integer, got {shown}"))
+        checks.append((bad, f"{label} must be an integer below 10^18, got {shown}"))
         coords[label] = pd.to_numeric(text.where(~bad, "0")).to_numpy(dtype=np.int64)
     start, end = coords["start"], coords["end"]
     checks.append(((start < 0) | (end < 0), "coordinates must be >= 0 (0-based BED)"))

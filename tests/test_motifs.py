@@ -193,6 +193,7 @@ BAD_SCAN_LINES = [
     ("chr1\t1\t2", "expected at least 5 columns"),
     ("chr1\tone\t2\tA\t1", "start (column 2) must be an integer"),
     ("chr1\t1\t2.5\tA\t1", "end (column 3) must be an integer"),
+    ("chr1\t1\t99999999999999999999999\tA\t1", "end (column 3) must be an integer below 10^18"),
     ("chr1\t1\t2\tA\thigh", "score (column 5) must be a finite number"),
     ("chr1\t1\t2\tA\tnan", "score (column 5) must be a finite number"),
     ("chr1\t1\t2\tA\t-inf", "score (column 5) must be a finite number"),

@@ -121,7 +121,8 @@ def test_bed_regions_allow_duplicates(tmp_path, write_lines):
 
 BAD_PEAK_LINES = [
     ("chr1\t10", "expected at least 3 columns"),
-    ("chr1\tten\t20", "start must be an integer, got 'ten'"),
+    ("chr1\tten\t20", "start must be an integer below 10^18, got 'ten'"),
+    ("chr1\t10\t99999999999999999999999", "end must be an integer below 10^18"),
     ("chr1\t10\t2.5", "end must be an integer"),
     ("chr1\t-5\t20", "coordinates must be >= 0"),
     ("chr1\t20\t20", "start must be < end"),
