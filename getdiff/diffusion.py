@@ -12,6 +12,8 @@ features are known from sequence, only accessibility is noised, predicted and sc
 ``window_scaling`` the predicted columns of each window are standardised by the mean and
 standard deviation of its unmasked rows before noising, and predictions are mapped back: every
 window (and cell type) then enters the network and the loss on one scale, whatever its level.
+Those statistics (B, 2F: location, then log scale) are passed on as ``window_stats``, so the
+network can still condition on a window's level and spread.
 
 One formulation is used in training and at inference, so there is no train/inference mismatch:
 
@@ -51,7 +53,6 @@ class Target:
 
     columns: torch.Tensor | None = None  # (F,) bool: predicted features; None = all
     window_scaling: bool = False
-    centre: bool = True  # with window scaling: subtract the window's mean too (not only divide)
 
     def scaling(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, F) location and scale: unmasked rows' mean and std in predicted columns
@@ -61,8 +62,6 @@ class Target:
         loc = (x * keep).sum(dim=1, keepdim=True) / count
         var = ((x - loc).square() * keep).sum(dim=1, keepdim=True) / count
         scale = var.sqrt().clamp_min(SCALE_FLOOR)
-        if not self.centre:
-            loc = torch.zeros_like(loc)
         if self.columns is not None:
             columns = self.columns.to(x.device)
             loc, scale = torch.where(columns, loc, 0.0), torch.where(columns, scale, 1.0)
@@ -71,12 +70,14 @@ class Target:
 
 def to_model_units(
     target: Target, x: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """``x`` as the network sees it (window-scaled or as is), and the map back to data units."""
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], torch.Tensor | None]:
+    """``x`` as the network sees it (window-scaled or as is), the map back to data units, and
+    the window statistics (B, 2F): location and log scale, or None without window scaling."""
     if not target.window_scaling:
-        return x, lambda values: values
+        return x, lambda values: values, None
     loc, scale = target.scaling(x, mask)
-    return (x - loc) / scale, lambda values: values * scale + loc
+    stats = torch.cat([loc, scale.log()], dim=-1).squeeze(1)
+    return (x - loc) / scale, lambda values: values * scale + loc, stats
 
 
 def hidden_values(mask: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
@@ -86,9 +87,10 @@ def hidden_values(mask: torch.Tensor, columns: torch.Tensor | None) -> torch.Ten
 
 
 def _call(
-    model: Model, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor, positions
+    model: Model, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor, conditions: dict
 ) -> torch.Tensor:
-    return model(x, mask, t) if positions is None else model(x, mask, t, positions)
+    """The network on (x, mask, t) plus the conditions that are given (positions, statistics)."""
+    return model(x, mask, t, **{k: v for k, v in conditions.items() if v is not None})
 
 
 class GaussianDiffusion:
@@ -142,9 +144,9 @@ class GaussianDiffusion:
         boolean indexing: no host sync.
         """
         hidden = hidden_values(mask, target.columns)
-        z0, to_data = to_model_units(target, x0, mask)
+        z0, to_data, stats = to_model_units(target, x0, mask)
         x_in = torch.where(hidden, self.q_sample(z0, t, noise), z0)
-        pred = _call(model, x_in, mask, t, positions)
+        pred = _call(model, x_in, mask, t, {"positions": positions, "window_stats": stats})
         weight = hidden.expand_as(x0).to(torch.float32)
         squared = (pred.float() - z0.float()).square() * weight
         return squared.sum() / weight.sum().clamp_min(1.0), to_data(pred)
@@ -182,11 +184,14 @@ class GaussianDiffusion:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         batch = x.shape[0]
-        z, to_data = to_model_units(target, x, mask)
+        z, to_data, stats = to_model_units(target, x, mask)
         # All draws in one batch: row s * B + b is draw s of window b.
         xs = z.repeat(num_samples, 1, 1)
         ms = mask.repeat(num_samples, 1)
-        ps = None if positions is None else positions.repeat(num_samples, 1)
+        conditions = {
+            "positions": None if positions is None else positions.repeat(num_samples, 1),
+            "window_stats": None if stats is None else stats.repeat(num_samples, 1),
+        }
         rows = hidden_values(ms, target.columns)
         was_training = getattr(model, "training", False)
         if hasattr(model, "eval"):
@@ -195,9 +200,11 @@ class GaussianDiffusion:
             x_t = torch.randn(xs.shape, generator=generator, device=xs.device, dtype=xs.dtype)
             if method == "one-step":
                 t = torch.full((xs.shape[0],), self.num_timesteps - 1, device=xs.device)
-                x0_hat = _call(model, torch.where(rows, x_t, xs), ms, t, ps).to(xs.dtype)
+                x0_hat = _call(model, torch.where(rows, x_t, xs), ms, t, conditions).to(xs.dtype)
             else:
-                x0_hat = self._ddim_loop(model, xs, ms, ps, rows, x_t, (steps, eta), generator)
+                x0_hat = self._ddim_loop(
+                    model, xs, ms, conditions, rows, x_t, (steps, eta), generator
+                )
         finally:
             if hasattr(model, "train"):
                 model.train(was_training)
@@ -213,7 +220,7 @@ class GaussianDiffusion:
         model: Model,
         xs: torch.Tensor,
         ms: torch.Tensor,
-        ps: torch.Tensor | None,
+        conditions: dict,
         rows: torch.Tensor,
         x_t: torch.Tensor,
         schedule: tuple[int, float],
@@ -229,7 +236,7 @@ class GaussianDiffusion:
         x0_hat = xs
         for i, step in enumerate(timesteps):
             t = torch.full((xs.shape[0],), step, device=xs.device, dtype=torch.long)
-            x0_hat = _call(model, torch.where(rows, x_t, xs), ms, t, ps).to(xs.dtype)
+            x0_hat = _call(model, torch.where(rows, x_t, xs), ms, t, conditions).to(xs.dtype)
             if i == len(timesteps) - 1:
                 break
             abar_t, abar_prev = abars[step], abars[timesteps[i + 1]]

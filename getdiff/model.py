@@ -11,6 +11,10 @@ Contract
 - ``t``    (B,) long: diffusion timestep in [0, 1000), one per sample.
 - ``positions`` (B, R) float or int, optional: each region's genomic midpoint (bp). Required
   when ``positions == "rotary"``, ignored otherwise.
+- ``window_stats`` (B, 2F) float, optional: each window's per-feature location and log scale
+  (from ``task.scaling: window``). Required when ``window_conditioning``, ignored otherwise;
+  embedded by ``window_embed`` (zero-initialised) and added to the timestep vector c, as DiT adds
+  its class embedding.
 - returns  (B, R, F) float: the x0 prediction for every row (the loss uses the masked rows).
 
 The network knows nothing about betas or samplers (``getdiff.diffusion`` does). R is free, so
@@ -89,6 +93,7 @@ class ModelConfig:
     mask_ratio: float = 0.5
     frequency_dim: int = 256  # sinusoidal timestep features fed to the t_embedder MLP
     positions: str = "none"  # "none" (as GET) or "rotary" (RoPE of genomic midpoints)
+    window_conditioning: bool = False  # condition blocks on window statistics (task.scaling)
     rope_min_wavelength: float = 1e3  # bp; the shortest distance scale attention resolves
     rope_max_wavelength: float = 1e8  # bp; longer than any window
 
@@ -279,9 +284,15 @@ class DiTEncoder(nn.Module):
         self.norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, rotation: Rotation | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        rotation: Rotation | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         c = self.t_embedder(t)
+        if condition is not None:
+            c = c + condition
         for block in self.blocks:
             x = block(x, c, rotation)
         return self.norm(x)
@@ -299,6 +310,10 @@ class GETRegionDiffusion(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.encoder = DiTEncoder(config)
         self.head_mask = nn.Linear(d, config.num_motif)
+        if config.window_conditioning:
+            # The window's per-feature location and log scale (what window scaling takes away),
+            # added to the timestep vector as DiT adds its class embedding.
+            self.window_embed = nn.Linear(2 * config.num_motif, d)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -319,6 +334,8 @@ class GETRegionDiffusion(nn.Module):
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
         # Zero head (as DiT's final layer): the first prediction is 0, not random noise.
         nn.init.zeros_(self.head_mask.weight)
+        if self.config.window_conditioning:
+            nn.init.zeros_(self.window_embed.weight)  # starts unconditioned
 
     def embed_tokens(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, R, F), (B, R) -> (B, 1 + R, d): region embeddings (+ mask_token where masked)."""
@@ -331,6 +348,7 @@ class GETRegionDiffusion(nn.Module):
         mask: torch.Tensor,
         t: torch.Tensor,
         positions: torch.Tensor | None = None,
+        window_stats: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.config.num_motif:
             raise ValueError(f"x must be (B, R, {self.config.num_motif}); got {tuple(x.shape)}")
@@ -339,8 +357,24 @@ class GETRegionDiffusion(nn.Module):
                 f"mask must be {tuple(x.shape[:2])} and t {tuple(x.shape[:1])}; "
                 f"got {tuple(mask.shape)} and {tuple(t.shape)}"
             )
-        tokens = self.encoder(self.embed_tokens(x, mask), t, self.rotation(positions, mask))
+        tokens = self.encoder(
+            self.embed_tokens(x, mask),
+            t,
+            self.rotation(positions, mask),
+            self.window_condition(window_stats, x),
+        )
         return self.head_mask(tokens[:, 1:])
+
+    def window_condition(self, stats: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        """(B, d) embedding of the window statistics, or None when the model does not use them."""
+        if not self.config.window_conditioning:
+            return None
+        if stats is None or stats.shape != (x.shape[0], 2 * self.config.num_motif):
+            raise ValueError(
+                "this model conditions on window statistics: pass window_stats of shape "
+                f"{(x.shape[0], 2 * self.config.num_motif)}"
+            )
+        return self.window_embed(stats.to(x.dtype))
 
     def rotation(self, positions: torch.Tensor | None, mask: torch.Tensor) -> Rotation | None:
         """RoPE angles of the regions' midpoints, or None when the model uses no positions."""

@@ -56,8 +56,7 @@ def target(task: dict[str, str], feature_names: list[str]) -> Target:
     """The diffusion module's view of a task section: predicted columns and scaling."""
     return Target(
         columns=predicted_columns(task["predict"], feature_names),
-        window_scaling=task["scaling"] in ("window", "window_sd"),
-        centre=task["scaling"] == "window",
+        window_scaling=task["scaling"] == "window",
     )
 
 

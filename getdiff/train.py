@@ -323,6 +323,7 @@ def build_training_model(config: dict[str, Any], num_motif: int, window_size: in
             "key 'model.overrides.mask_ratio' differs from 'diffusion.mask_ratio', which training "
             "uses; set only diffusion.mask_ratio"
         )
+    overrides["window_conditioning"] = config["task"]["scaling"] == "window"
     if overrides.setdefault("positions", settings["positions"]) != settings["positions"]:
         raise ConfigError(
             "key 'model.overrides.positions' differs from 'model.positions'; "

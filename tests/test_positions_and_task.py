@@ -127,8 +127,9 @@ class Recorder:
         self.prediction = prediction
         self.seen: list[torch.Tensor] = []
 
-    def __call__(self, x, mask, t, positions=None):
+    def __call__(self, x, mask, t, positions=None, window_stats=None):
         self.seen.append(x.clone())
+        self.stats = window_stats
         return self.prediction.repeat(x.shape[0] // self.prediction.shape[0], 1, 1)
 
 
@@ -231,5 +232,34 @@ def test_window_scaling_standardises_by_the_unmasked_rows_and_maps_predictions_b
     torch.testing.assert_close(standardised, (kept - kept.mean()) / kept.std(unbiased=False))
     assert torch.allclose(prediction[0][mask[0]][:, 3], kept.mean())
     assert torch.equal(prediction[..., :3], torch.zeros_like(x0[..., :3]))  # not rescaled
+    # the statistics taken away are handed to the network: location then log scale
+    assert recorder.stats.shape == (x0.shape[0], 2 * x0.shape[2])
+    torch.testing.assert_close(recorder.stats[0, 3], kept.mean())
+    torch.testing.assert_close(recorder.stats[0, 7], kept.std(unbiased=False).log())
+    assert torch.all(recorder.stats[:, [0, 1, 2, 4, 5, 6]] == 0)  # motif columns: 0 and log 1
     mean, _ = GaussianDiffusion().sample(recorder, x0, mask, target=target)
     assert torch.allclose(mean[0][mask[0]][:, 3], kept.mean())
+
+
+def test_window_conditioning_starts_as_a_no_op_and_then_conditions_every_window():
+    torch.manual_seed(0)
+    plain = build_model("tiny", num_motif=4, dropout=0.0).eval()
+    torch.manual_seed(0)
+    conditioned = build_model("tiny", num_motif=4, dropout=0.0, window_conditioning=True).eval()
+    conditioned.load_state_dict(plain.state_dict(), strict=False)
+    x, mask, t, _ = inputs()
+    stats = torch.randn(x.shape[0], 8)
+    with torch.no_grad():
+        torch.testing.assert_close(conditioned(x, mask, t, window_stats=stats), plain(x, mask, t))
+        conditioned.window_embed.weight.normal_()
+        for block in conditioned.encoder.blocks:
+            block.adaLN_modulation[-1].weight.normal_(std=0.1)
+        conditioned.head_mask.weight.normal_(std=0.1)
+        moved = stats.clone()
+        moved[1] += 1.0
+        before = conditioned(x, mask, t, window_stats=stats)
+        after = conditioned(x, mask, t, window_stats=moved)
+    torch.testing.assert_close(before[0], after[0])
+    assert not torch.allclose(before[1], after[1])
+    with pytest.raises(ValueError, match="window_stats"):
+        conditioned(x, mask, t)
