@@ -29,10 +29,9 @@ of its peaks, plus its own specific sites):
    region-level white noise (partly shared by the cell types); counts = 1 + Poisson(mean x
    Gamma(10, 1/10)).
 
-A masked region's accessibility is thus partly predictable from the window as a whole (the
-latent, read off its unmasked neighbours' motifs and accessibility), partly from nothing
-(region-level noise): a set model (no positions) can beat both the training mean and the
-nearest-unmasked-neighbours baselines.
+A masked region's accessibility is thus partly predictable from its own motifs (with cell-type
+specific weights), partly from the window as a whole (the latent, read off its unmasked
+neighbours' motifs and accessibility), partly from nothing (region-level noise).
 """
 
 from __future__ import annotations

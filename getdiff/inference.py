@@ -39,7 +39,7 @@ class SamplerSettings:
             method=section["sampler"],
             steps=section["ddim_steps"],
             eta=section["eta"],
-            num_samples=section.get("num_samples", 1),
+            num_samples=section["num_samples"],
             seed=section["seed"],
             batch_size=section["batch_size"],
         )

@@ -58,10 +58,15 @@ def genome_order(chrom: pd.Series, start: np.ndarray, end: np.ndarray) -> np.nda
     return np.lexsort((end, start, rank))
 
 
-def read_bed_fields(path: str | Path, what: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """Split a BED-like text file into string fields (columns 0..k) and its data lines' numbers.
+def read_bed_fields(path: str | Path, what: str, columns: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Split a BED-like text file into its first ``columns`` string fields and the data lines'
+    numbers.
 
-    Header lines (``#``, ``track``, ``browser``) and blank lines are skipped wherever they are.
+    Fields are tab-separated; a line without any tab is split on runs of whitespace instead (the
+    documented fallback for space-separated files), so a name holding spaces in a tab-separated
+    file stays one field. Fields after the first ``columns`` are not split out, so memory does not
+    grow with the widest line. Header lines (``#``, ``track``, ``browser``) and blank lines are
+    skipped wherever they are.
     """
     with reading(path), open_text(path) as handle:
         text = handle.read()
@@ -70,8 +75,18 @@ def read_bed_fields(path: str | Path, what: str) -> tuple[pd.DataFrame, np.ndarr
     numbers = np.flatnonzero(keep.to_numpy()) + 1
     if len(numbers) == 0:
         raise InputError(path, f"no {what} found: the file is empty or holds only header lines")
-    fields = lines[keep].str.split(expand=True)
-    fields.index = range(len(fields))
+    kept = lines[keep].reset_index(drop=True)
+    tabbed = kept.str.contains("\t", regex=False)
+    parts = [
+        kept[tabbed].str.split("\t", n=columns, expand=True),
+        kept[~tabbed].str.strip().str.split(n=columns, expand=True),
+    ]
+    fields = pd.concat([p for p in parts if len(p)]).sort_index()
+    fields = fields.reindex(columns=range(columns)).astype(object)
+    for column in fields:
+        values = fields[column]
+        stripped = values.where(values.isna(), values.astype(str).str.strip())
+        fields[column] = stripped.where(stripped.ne("") & stripped.notna(), None)
     return fields, numbers
 
 
@@ -138,7 +153,7 @@ def _check_duplicates(path: str | Path, table: pd.DataFrame) -> None:
 
 def read_bed_regions(path: str | Path) -> pd.DataFrame:
     """Intervals of a BED3+ file in file order: chrom, start, end, line (duplicates allowed)."""
-    fields, numbers = read_bed_fields(path, "regions")
+    fields, numbers = read_bed_fields(path, "regions", 3)
     table = parse_coordinates(path, fields, numbers, "3 columns: chrom start end")
     table["line"] = numbers
     return table
@@ -146,7 +161,7 @@ def read_bed_regions(path: str | Path) -> pd.DataFrame:
 
 def read_peak_file(path: str | Path, counts_column: int | None = None) -> pd.DataFrame:
     """Read and validate a peak file, in file order (see the module docstring for columns)."""
-    fields, numbers = read_bed_fields(path, "peaks")
+    fields, numbers = read_bed_fields(path, "peaks", max(4, counts_column or 0))
     table = parse_coordinates(path, fields, numbers, "3 columns: chrom start end")
     if fields.shape[1] > 3:
         names = fields[3].astype(object)
@@ -177,7 +192,7 @@ def read_peak_file(path: str | Path, counts_column: int | None = None) -> pd.Dat
 
 def read_counts_file(path: str | Path) -> pd.DataFrame:
     """Read a ``chrom start end count`` file (columns chrom start end counts line)."""
-    fields, numbers = read_bed_fields(path, "counts")
+    fields, numbers = read_bed_fields(path, "counts", 4)
     missing = (
         fields[3].isna().to_numpy() if fields.shape[1] > 3 else np.ones(len(fields), dtype=bool)
     )

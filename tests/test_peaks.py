@@ -10,6 +10,7 @@ from getdiff.peaks import (
     harmonise_chrom,
     load_peaks,
     natural_chrom_key,
+    read_bed_fields,
     read_bed_regions,
     read_peak_file,
 )
@@ -190,3 +191,19 @@ def test_peak_order_does_not_depend_on_input_order(tmp_path, write_lines):
     again, _ = load_peaks(write_lines(tmp_path / "b.bed", shuffled), counts_column=7)
     columns = ["chrom", "start", "end", "name", "counts"]
     assert reference[columns].equals(again[columns])
+
+
+def test_a_name_with_spaces_in_a_tab_separated_file_stays_one_field(tmp_path, write_lines):
+    lines = ["chr1\t10\t20\tpeak one\t5", "chr1\t30\t40\tpeak two\t7", "chr2 50 60 p3 9"]
+    path = write_lines(tmp_path / "spaces.bed", lines)
+    table = read_peak_file(path, counts_column=5)
+    assert table["name"].tolist() == ["peak one", "peak two", "p3"]
+    assert table["counts"].tolist() == [5.0, 7.0, 9.0]
+
+
+def test_a_very_wide_line_does_not_widen_the_table(tmp_path, write_lines):
+    wide = "\t".join(["chr1", "10", "20", "p", "3"] + ["x"] * 20000)
+    path = write_lines(tmp_path / "wide.bed", [wide, "chr1\t30\t40\tq\t4"])
+    fields, _ = read_bed_fields(path, "peaks", 5)
+    assert fields.shape == (2, 5)
+    assert read_peak_file(path, counts_column=5)["counts"].tolist() == [3.0, 4.0]
