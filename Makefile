@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export PIP_CONSTRAINT := $(CURDIR)/requirements/cpu.txt
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv demo test lint format benchmark clean
+.PHONY: venv demo demo-accessibility test lint format benchmark clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,13 @@ demo: venv
 	@echo "Done. Metrics:     results/evaluate/*/metrics.json (+ metrics_per_feature.tsv, plots/)"
 	@echo "      Imputations: results/impute/*/*.parquet"
 	@echo "      Report:      results/report.html"
+
+# The accessibility task with genomic positions (config/accessibility.yaml), into
+# results/accessibility/.
+demo-accessibility: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile config/accessibility.yaml
+	@echo
+	@echo "Done. Metrics per cell type: results/accessibility/evaluate/all/metrics.json"
 
 test: venv
 	$(BIN)/python -m pytest

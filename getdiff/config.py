@@ -52,6 +52,12 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(f"{source}: {_describe(errors[0], schema)}")
+    diffusion = resolved["diffusion"]
+    if not diffusion["beta_start"] <= diffusion["beta_end"] < 1:
+        raise ConfigError(
+            f"{source}: key 'diffusion.beta_end': expected beta_start <= beta_end < 1, got "
+            f"{diffusion['beta_start']} and {diffusion['beta_end']}"
+        )
     return resolved
 
 

@@ -231,6 +231,8 @@ def _write_outputs(
 
 def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
+    if args.threads < 1:
+        raise GetdiffError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     section = config["evaluate"]
     cell_types = list(load_cell_types(config["cell_types"]).index)

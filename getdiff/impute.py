@@ -165,6 +165,8 @@ def impute_cell_type(
 
 def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
+    if args.threads < 1:
+        raise GetdiffError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     section = config["impute"]
     prepared = Path(args.prepared_dir) / args.cell_type

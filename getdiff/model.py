@@ -116,6 +116,12 @@ def make_config(preset: str = "spec", **overrides: Any) -> ModelConfig:
     if unknown:
         raise ConfigError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
     config = ModelConfig(**{**PRESETS[preset], **overrides})
+    for name in ("num_regions", "num_motif", "embed_dim", "num_layers", "num_heads"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"model option {name} must be a positive integer, got {value!r}")
+    if not isinstance(config.dropout, int | float) or not 0 <= config.dropout < 1:
+        raise ConfigError(f"model option dropout must be in [0, 1), got {config.dropout!r}")
     if config.positions not in POSITION_ENCODINGS:
         raise ConfigError(
             f"model positions {config.positions!r} is unknown; choose one of {POSITION_ENCODINGS}"

@@ -165,3 +165,8 @@ def test_a_misspelt_key_names_the_closest_valid_one():
         validate_config({**MINIMAL, "train": {"max_stepz": 5}})
     with pytest.raises(ConfigError, match=r"unknown key 'trian' \(did you mean 'train'\?\)"):
         validate_config({**MINIMAL, "trian": {}})
+
+
+def test_betas_out_of_order_are_a_config_error_before_any_work():
+    with pytest.raises(ConfigError, match="beta_start <= beta_end < 1"):
+        validate_config({**MINIMAL, "diffusion": {"beta_start": 0.03, "beta_end": 0.02}})

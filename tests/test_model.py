@@ -236,3 +236,11 @@ def test_load_model_rejects_a_file_without_getdiff_metadata(tmp_path):
     save_file({"w": torch.zeros(2)}, str(path))
     with pytest.raises(InputError, match="save_model"):
         load_model(path)
+
+
+@pytest.mark.parametrize(
+    "override", [{"num_heads": 0}, {"dropout": 2.0}, {"embed_dim": "64"}, {"num_layers": True}]
+)
+def test_impossible_model_options_are_config_errors(override):
+    with pytest.raises(ConfigError, match="model option"):
+        make_config("tiny", **override)
