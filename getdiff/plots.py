@@ -72,7 +72,7 @@ def _density_grid(path: Path, scored: dict[str, ScoredRegions]) -> None:
 
 def _pearson_bars(path: Path, scored: dict[str, ScoredRegions]) -> None:
     predictors = list(next(iter(scored.values())).predictions)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
     width = 0.8 / len(predictors)
     x = np.arange(len(scored))
     for k, name in enumerate(predictors):
@@ -90,7 +90,7 @@ def _pearson_bars(path: Path, scored: dict[str, ScoredRegions]) -> None:
         ax.axhline(0, color="grey", lw=0.6)
         ax.set_title(f"Masked accessibility: {title}")
     axes[0].set_ylabel("r (held-out regions)")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
