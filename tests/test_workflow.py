@@ -203,7 +203,7 @@ def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
 def test_accessibility_task_with_positions_runs_end_to_end(tmp_path):
     sections = {
         **TINY,
-        "task": {"predict": "accessibility"},
+        "task": {"predict": "accessibility", "scaling": "window"},
         "model": {"preset": "tiny", "positions": "rotary"},
         "impute": {"splits": ["test"]},
     }
@@ -211,7 +211,7 @@ def test_accessibility_task_with_positions_runs_end_to_end(tmp_path):
     snakemake(tmp_path, "--cores", "2", "--configfile", config)
     results = tmp_path / "results"
     metrics = json.loads((results / "evaluate" / "all" / "metrics.json").read_text())
-    assert metrics["task"] == "accessibility"
+    assert metrics["task"] == {"predict": "accessibility", "scaling": "window"}
     scores = metrics["per_cell_type"]["demo_liver"]
     assert set(scores) == {"accessibility"}  # motif features are inputs, not predictions
     assert np.isfinite(scores["accessibility"]["ridge"]["pearson"])
