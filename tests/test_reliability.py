@@ -408,23 +408,23 @@ def windows_with_features_in_another_order(inputs: Inputs) -> Case:
     return Case(impute_argv(inputs, path.parents[1]), path, None, "feature 1 is 'B'")
 
 
-def missing_regions_named_without_chr(inputs: Inputs) -> Case:
-    bed = write_text(inputs.root / "missing.bed", ["11\t100\t150"])
+def impute_with_missing_regions(inputs: Inputs, line: str) -> tuple[list[str], Path]:
+    """argv of `getdiff impute` on the toy windows with a one-line missing-regions BED."""
+    bed = write_text(inputs.root / "missing.bed", [line])
     config = yaml.safe_load(inputs.toy["config"].read_text())
     config["impute"] = {"missing_regions": str(bed)}
     path = inputs.root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    argv = impute_argv(inputs, inputs.toy["prepared"], path)
+    return impute_argv(inputs, inputs.toy["prepared"], path), bed
+
+
+def missing_regions_named_without_chr(inputs: Inputs) -> Case:
+    argv, bed = impute_with_missing_regions(inputs, "11\t100\t150")
     return Case(argv, bed, None, "chromosome naming mismatch: '11' here, 'chr11'")
 
 
 def missing_regions_overlapping_no_window(inputs: Inputs) -> Case:
-    bed = write_text(inputs.root / "missing.bed", ["chr11\t90000\t90100"])
-    config = yaml.safe_load(inputs.toy["config"].read_text())
-    config["impute"] = {"missing_regions": str(bed)}
-    path = inputs.root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    argv = impute_argv(inputs, inputs.toy["prepared"], path)
+    argv, bed = impute_with_missing_regions(inputs, "chr11\t90000\t90100")
     return Case(argv, bed, None, "no match: 0 of 1 missing regions on windows")
 
 
