@@ -7,10 +7,11 @@ into one (N, F) float32 tensor kept on the training device; a batch is gathered 
 
 Each step: B windows (epochs are seeded permutations of the windows), exactly
 ``round(W * mask_ratio)`` masked regions per window, one t per window and the noise, all drawn on
-the device from one seeded generator; loss = masked MSE of the x0 prediction
-(:class:`getdiff.diffusion.GaussianDiffusion`). AdamW (weight decay on matrices only), linear
-warm-up then cosine decay to ``MIN_LR_RATIO * lr``, gradient clipping, bf16 autocast on CUDA
-(and on CPU with ``train.precision: bf16``).
+the device from one seeded generator; loss = masked MSE of the x0 prediction over the task's
+hidden values (:class:`getdiff.diffusion.GaussianDiffusion`, :mod:`getdiff.task`), with each
+region's genomic midpoint passed on for ``model.positions: rotary``. AdamW (weight decay on
+matrices only), linear warm-up then cosine decay to ``MIN_LR_RATIO * lr``, gradient clipping,
+bf16 autocast on CUDA (and on CPU with ``train.precision: bf16``).
 
 Validation every ``eval_every`` steps and at the end, on the first ``val_windows`` validation
 windows with masks, t and noise fixed by the seed (same every pass and every run); the weights
@@ -20,7 +21,8 @@ Outputs in ``outdir`` (written atomically, only once training has finished):
 
 - ``model.safetensors``: best weights with LoRA merged (:func:`getdiff.model.save_model`);
   metadata: cell_types, feature_names, train_feature_mean (per feature, over all train-split
-  regions of the group), window_size, diffusion settings, best_step, best_val_loss.
+  regions of the group), window_size, task (getdiff.task), diffusion settings, best_step,
+  best_val_loss.
 - ``adapter/``: the peft adapters of the best weights (or a README when ``use_lora`` is false).
 - ``history.tsv``: one row per log or validation step (columns ``HISTORY_COLUMNS``).
 - ``config.yaml``: the resolved configuration.
