@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_model import active_model
 
 from getdiff.diffusion import GaussianDiffusion, Target
 from getdiff.errors import ConfigError
@@ -22,16 +23,7 @@ NAMES = ["A", "B", "C", "accessibility"]
 
 def rotary_model(seed: int = 0, features: int = 4) -> torch.nn.Module:
     """A tiny rotary model whose adaLN and head are non-zero, so attention shows in the output."""
-    torch.manual_seed(seed)
-    model = build_model(
-        "tiny", num_motif=features, dropout=0.0, positions="rotary", rope_min_wavelength=100.0
-    ).eval()
-    with torch.no_grad():
-        for block in model.encoder.blocks:
-            block.adaLN_modulation[-1].weight.normal_(std=0.1)
-            block.adaLN_modulation[-1].bias.normal_(std=0.5)
-        model.head_mask.weight.normal_(std=0.1)
-    return model
+    return active_model(seed, num_motif=features, positions="rotary", rope_min_wavelength=100.0)
 
 
 def inputs(b: int = 2, r: int = 16, f: int = 4, seed: int = 1):
