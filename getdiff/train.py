@@ -70,6 +70,7 @@ from getdiff.diffusion import (
 )
 from getdiff.errors import ConfigError, GetdiffError, InputError
 from getdiff.io import atomic_dir, atomic_path
+from getdiff.lora import unwrap
 from getdiff.model import build_model, count_parameters, save_model, train_step_flops
 from getdiff.task import target as task_target
 from getdiff.tensors import load_window_set, region_midpoints
@@ -537,7 +538,7 @@ class TrainState:
             loss_sum=torch.zeros((), device=run.device),
             trainable=[p for p in model.parameters() if p.requires_grad],
             flops_per_step=train_step_flops(
-                _network(model).config, settings["batch_size"], data.window_size
+                unwrap(model).config, settings["batch_size"], data.window_size
             ),
         )
 
@@ -725,11 +726,6 @@ def export(state: TrainState, run: Run) -> None:
     with atomic_path(run.outdir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(run.config, sort_keys=False), encoding="utf-8")
     log.info("wrote %s", run.outdir)
-
-
-def _network(model: torch.nn.Module) -> torch.nn.Module:
-    """The GETRegionDiffusion inside a peft wrapper, or the model itself."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _log_model(state: TrainState, run: Run) -> None:
