@@ -13,6 +13,7 @@ import sys
 
 from getdiff import __version__
 from getdiff.errors import GetdiffError
+from getdiff.io import Terminated, termination_raises
 
 # Sub-command -> module that registers it, in the order they appear in --help.
 COMMANDS = {
@@ -45,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
-        args.func(args)
+        with termination_raises():
+            args.func(args)
+    except Terminated as err:
+        # Outputs are written aside and renamed in as one set: nothing partial is left.
+        print(f"getdiff {args.command}: {err}; no partial output left", file=sys.stderr)
+        return 128 + err.signum
     except GetdiffError as err:
         print(f"getdiff {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 Shapes: ``x0`` and every sample are (B, R, F) float (B windows, R regions, F features);
 ``mask`` is (B, R) bool, True = the region is hidden and must be predicted; ``t`` is (B,) long
 in [0, T). The network is any callable ``model(x, mask, t) -> x0 prediction (B, R, F)``;
-when ``positions`` (B, R) are given they are passed on as ``model(x, mask, t, positions)``.
+the conditions that are given (``positions`` (B, R), ``cell_type`` (B,), and the window
+statistics below) are passed on as keyword arguments.
 
 What is predicted is a :class:`Target`. ``columns`` (F,) bool selects the predicted features
 (None = all, the spec's task). A value is hidden when its row is masked and its column is
@@ -135,6 +136,7 @@ class GaussianDiffusion:
         noise: torch.Tensor,
         positions: torch.Tensor | None = None,
         target: Target = Target(),
+        cell_type: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise the hidden values to step t, predict x0, return (masked MSE, prediction).
 
@@ -146,7 +148,8 @@ class GaussianDiffusion:
         hidden = hidden_values(mask, target.columns)
         z0, to_data, stats = to_model_units(target, x0, mask)
         x_in = torch.where(hidden, self.q_sample(z0, t, noise), z0)
-        pred = _call(model, x_in, mask, t, {"positions": positions, "window_stats": stats})
+        conditions = {"positions": positions, "window_stats": stats, "cell_type": cell_type}
+        pred = _call(model, x_in, mask, t, conditions)
         weight = hidden.expand_as(x0).to(torch.float32)
         squared = (pred.float() - z0.float()).square() * weight
         return squared.sum() / weight.sum().clamp_min(1.0), to_data(pred)
@@ -171,6 +174,7 @@ class GaussianDiffusion:
         generator: torch.Generator | None = None,
         positions: torch.Tensor | None = None,
         target: Target = Target(),
+        cell_type: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Impute the hidden values of ``x``; return (mean, std) over ``num_samples`` draws.
 
@@ -191,6 +195,7 @@ class GaussianDiffusion:
         conditions = {
             "positions": None if positions is None else positions.repeat(num_samples, 1),
             "window_stats": None if stats is None else stats.repeat(num_samples, 1),
+            "cell_type": None if cell_type is None else cell_type.repeat(num_samples),
         }
         rows = hidden_values(ms, target.columns)
         was_training = getattr(model, "training", False)

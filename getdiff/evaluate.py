@@ -19,7 +19,6 @@ Outputs: ``metrics.json`` (``per_cell_type`` then ``pooled_across_cell_types``),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -34,8 +33,14 @@ from getdiff.config import add_config_arguments, config_from_args, load_cell_typ
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion, complementary_masks
 from getdiff.errors import GetdiffError, InputError
-from getdiff.inference import SamplerSettings, check_compatible, impute_windows, region_rows
-from getdiff.io import atomic_dir, atomic_path
+from getdiff.inference import (
+    SamplerSettings,
+    cell_type_index,
+    check_compatible,
+    impute_windows,
+    region_rows,
+)
+from getdiff.io import exclusive, output_set
 from getdiff.metrics import ScoredRegions, centre_by_group, metrics_per_column, pool, score
 from getdiff.model import load_model, model_metadata
 from getdiff.task import model_task, predicted_features
@@ -186,7 +191,14 @@ def evaluate_group(
         own_motifs = task["predict"] == ACCESSIBILITY
         ridge = Ridge(targets, own_motifs=own_motifs).fit(training, first_mask)
         mean, _, _ = impute_windows(
-            model, diffusion, windows, settings, device, masks=masks, task=task
+            model,
+            diffusion,
+            windows,
+            settings,
+            device,
+            masks=masks,
+            task=task,
+            cell_type=cell_type_index(model, meta, windows, path),
         )
         scored[cell_type] = score_regions(windows, mean, first_mask, train_mean, ridge, features)
         per_cell_type[cell_type] = summarise(scored[cell_type])
@@ -219,14 +231,13 @@ def _write_outputs(
     """Write every output aside first, then rename them in, metrics.json (the marker) last."""
     from getdiff.plots import write_evaluation_plots
 
-    with contextlib.ExitStack() as stack:
-        # ExitStack renames in reverse order of entry: metrics.json is entered first.
-        metrics = stack.enter_context(atomic_path(outdir / "metrics.json"))
-        per_feature = stack.enter_context(atomic_path(outdir / "metrics_per_feature.tsv"))
-        plots = stack.enter_context(atomic_dir(outdir / "plots"))
-        write_evaluation_plots(plots, scored, history)
-        pd.DataFrame(rows).to_csv(per_feature, sep="\t", index=False, float_format="%.6g")
-        metrics.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+    names = {"metrics": "metrics.json", "per_feature": "metrics_per_feature.tsv", "plots": "plots"}
+    with exclusive(outdir, "evaluate"):
+        with output_set({k: outdir / v for k, v in names.items()}, directories={"plots"}) as tmp:
+            write_evaluation_plots(tmp["plots"], scored, history)
+            table = pd.DataFrame(rows)
+            table.to_csv(tmp["per_feature"], sep="\t", index=False, float_format="%.6g")
+            tmp["metrics"].write_text(json.dumps(_json_safe(result), indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -38,7 +38,13 @@ from getdiff.config import add_config_arguments, config_from_args
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion
 from getdiff.errors import GetdiffError, InputError
-from getdiff.inference import SamplerSettings, check_compatible, impute_windows, region_rows
+from getdiff.inference import (
+    SamplerSettings,
+    cell_type_index,
+    check_compatible,
+    impute_windows,
+    region_rows,
+)
 from getdiff.intervals import check_match_rate, overlapping
 from getdiff.io import atomic_path
 from getdiff.model import load_model, model_metadata
@@ -136,7 +142,14 @@ def impute_cell_type(
             continue
         missing = missing_mask(windows, missing_regions, path, chrom_naming)
         mean, std, _ = impute_windows(
-            model, diffusion, windows, settings, device, missing=missing, task=task
+            model,
+            diffusion,
+            windows,
+            settings,
+            device,
+            missing=missing,
+            task=task,
+            cell_type=cell_type_index(model, metadata, windows, path),
         )
         predicted = predicted_features(task["predict"], list(windows.meta["feature_names"]))
         table = imputation_table(windows, mean, std, split, missing, predicted)

@@ -71,6 +71,23 @@ def check_compatible(
         )
 
 
+def cell_type_index(
+    model: torch.nn.Module, metadata: dict, windows: WindowSet, path: str | Path
+) -> int | None:
+    """The windows' cell type as the model's embedding index, or None if it embeds no cell type."""
+    if not model.config.num_cell_types:
+        return None
+    name = windows.meta["cell_type"]
+    trained = list(metadata.get("cell_types", []))
+    if name not in trained:
+        raise InputError(
+            path,
+            f"holds cell type {name!r}, but the model embeds only the cell types it was trained "
+            f"on ({', '.join(trained)}); retrain with it, or with model.cell_type_embedding: false",
+        )
+    return trained.index(name)
+
+
 def impute_windows(
     model: torch.nn.Module,
     diffusion: GaussianDiffusion,
@@ -80,6 +97,7 @@ def impute_windows(
     masks: tuple[torch.Tensor, torch.Tensor] | None = None,
     missing: np.ndarray | None = None,
     task: dict[str, str] = SPEC_TASK,
+    cell_type: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predict every window position from the pass that hid it.
 
@@ -87,6 +105,7 @@ def impute_windows(
     the first pass (positions where it is False were predicted in the second pass). ``missing``
     is an optional (n_regions,) bool over the WindowSet's rows, hidden in both passes. With the
     ``accessibility`` task only that column is predicted; the others come back as observed.
+    ``cell_type`` is the model's index of the windows' cell type (see :func:`cell_type_index`).
     """
     what = target(task, list(windows.meta["feature_names"]))
     midpoints = region_midpoints(windows.regions)
@@ -98,6 +117,7 @@ def impute_windows(
     std = np.empty_like(mean)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     offsets = np.arange(size)
+    label = None if cell_type is None else torch.tensor([cell_type], device=device)
     started, done = time.monotonic(), 0
     for lo in range(0, n, settings.batch_size):
         index = np.arange(lo, min(lo + settings.batch_size, n))
@@ -124,6 +144,7 @@ def impute_windows(
                 generator=generator,
                 positions=positions,
                 target=what,
+                cell_type=None if label is None else label.expand(len(index)),
             )
             own = pass_mask.to(device).view(1, -1, 1)
             result_mean = torch.where(own, pass_mean, result_mean)

@@ -1,24 +1,33 @@
-"""File helpers shared by every stage: atomic writes and transparent (b)gzip reading.
+"""File helpers shared by every stage: atomic writes, output sets, locks and (b)gzip reading.
 
 :func:`reading` turns the ways a text input can fail to be read (missing, truncated or corrupt
 gzip, bytes that are not UTF-8) into an :class:`~getdiff.errors.InputError` naming the file and,
 where one applies, the line.
+
+Outputs are all or nothing. :func:`atomic_path` and :func:`atomic_dir` write one output aside and
+rename it in; :func:`output_set` does that for a command's whole output set, renaming every member
+in one go with termination signals (SIGTERM, SIGINT, SIGHUP) deferred, so a signal leaves the old
+complete set or the new one. The CLI runs every command under :func:`termination_raises`,
+which turns those signals into :class:`Terminated` (temporary files are then removed on the way out).
+:func:`exclusive` refuses a second writer into an output directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import io
 import os
 import shutil
+import signal
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO
 
-from getdiff.errors import InputError
+from getdiff.errors import GetdiffError, InputError
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -124,3 +133,99 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp_path, ignore_errors=True)
         raise
+
+
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Terminated(BaseException):
+    """A termination signal arrived; raised so that every open output is cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+
+
+class _Deferral:
+    """While ``depth`` > 0 a termination signal is recorded in ``pending`` instead of raised."""
+
+    depth = 0
+    pending: int | None = None
+
+
+def _on_termination(signum: int, frame: object) -> None:
+    if _Deferral.depth:
+        _Deferral.pending = signum
+        return
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def termination_raises() -> Iterator[None]:
+    """Within the block, SIGTERM, SIGINT and SIGHUP raise :class:`Terminated` (main thread)."""
+    previous = {signum: signal.signal(signum, _on_termination) for signum in TERMINATION_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def termination_deferred() -> Iterator[None]:
+    """Hold termination signals until the block has finished, then raise the one that came."""
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+        if not _Deferral.depth and _Deferral.pending is not None:
+            signum, _Deferral.pending = _Deferral.pending, None
+            raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def output_set(
+    paths: dict[str, Path], directories: Collection[str] = ()
+) -> Iterator[dict[str, Path]]:
+    """Temporary paths for several outputs, renamed in together only if the block succeeds.
+
+    Keys in ``directories`` get a temporary directory. The renames run with termination signals
+    deferred, the first path last: put the output that marks a complete set first.
+    """
+    with contextlib.ExitStack() as stack:
+        deferral = contextlib.ExitStack()
+        stack.enter_context(deferral)  # exits after every rename below
+        temps = {
+            key: stack.enter_context((atomic_dir if key in directories else atomic_path)(path))
+            for key, path in paths.items()
+        }
+        yield temps
+        deferral.enter_context(termination_deferred())
+
+
+@contextlib.contextmanager
+def exclusive(directory: str | Path, command: str) -> Iterator[None]:
+    """Hold ``directory/.getdiff.lock``; a second writer into ``directory`` is refused.
+
+    The lock file is removed on release; a lock taken on a file that was removed meanwhile
+    counts as held (the inode check), so two writers can never both proceed.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / ".getdiff.lock"
+    with open(lock, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(handle.fileno()).st_ino != os.stat(lock).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            raise GetdiffError(
+                f"{directory}: another getdiff process is writing here (lock {lock} is held); "
+                f"wait for it, or give {command} another output directory"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -9,7 +9,7 @@ Contract
   The modules that pretraining did not have, or whose role changed, are trained in full (peft
   ``modules_to_save``, i.e. a trainable copy beside a frozen original): ``encoder.t_embedder``,
   every ``adaLN_modulation`` (unless LoRA'd), ``encoder.norm``, ``head_mask`` and, when the model
-  conditions on window statistics, ``window_embed``.
+  conditions on window statistics, ``window_embed``, and on the cell type, ``cell_type_embed``.
   Of the two token parameters, ``mask_token`` is trained: in GET it *replaced* masked rows,
   here it is *added* to the noisy row's embedding, a new role. ``cls_token`` keeps its role and
   stays frozen. peft cannot hold a bare parameter, so ``mask_token`` is saved beside the adapter
@@ -44,7 +44,13 @@ from getdiff.model import GETRegionDiffusion
 LORA_TARGETS = r"region_embed\.embed|encoder\.blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
 ADALN_TARGET = r"encoder\.blocks\.\d+\.adaLN_modulation\.1"
 # peft matches modules_to_save by name suffix.
-FULL_MODULES = ("encoder.t_embedder", "encoder.norm", "head_mask", "window_embed")
+FULL_MODULES = (
+    "encoder.t_embedder",
+    "encoder.norm",
+    "head_mask",
+    "window_embed",
+    "cell_type_embed",
+)
 ADALN_MODULE = "adaLN_modulation"
 TRAINED_PARAMETERS = ("mask_token",)
 PARAMETERS_FILE = "getdiff_parameters.safetensors"

@@ -15,6 +15,9 @@ Contract
   (from ``task.scaling: window``). Required when ``window_conditioning``, ignored otherwise;
   embedded by ``window_embed`` (zero-initialised) and added to the timestep vector c, as DiT adds
   its class embedding.
+- ``cell_type`` (B,) long, optional: each window's cell type, an index into the cell types the
+  model was trained on. Required when ``num_cell_types`` > 0, ignored otherwise; embedded by
+  ``cell_type_embed`` (zero-initialised) and added to c, as DiT adds its class label.
 - returns  (B, R, F) float: the x0 prediction for every row (the loss uses the masked rows).
 
 The network knows nothing about betas or samplers (``getdiff.diffusion`` does). R is free, so
@@ -94,6 +97,7 @@ class ModelConfig:
     frequency_dim: int = 256  # sinusoidal timestep features fed to the t_embedder MLP
     positions: str = "none"  # "none" (as GET) or "rotary" (RoPE of genomic midpoints)
     window_conditioning: bool = False  # condition blocks on window statistics (task.scaling)
+    num_cell_types: int = 0  # > 0: condition blocks on a learned embedding of the cell type
     rope_min_wavelength: float = 1e3  # bp; the shortest distance scale attention resolves
     rope_max_wavelength: float = 1e8  # bp; longer than any window
 
@@ -120,6 +124,10 @@ def make_config(preset: str = "spec", **overrides: Any) -> ModelConfig:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"model option {name} must be a positive integer, got {value!r}")
+    if not isinstance(config.num_cell_types, int) or config.num_cell_types < 0:
+        raise ConfigError(
+            f"model option num_cell_types must be an integer >= 0, got {config.num_cell_types!r}"
+        )
     if not isinstance(config.dropout, int | float) or not 0 <= config.dropout < 1:
         raise ConfigError(f"model option dropout must be in [0, 1), got {config.dropout!r}")
     if config.positions not in POSITION_ENCODINGS:
@@ -320,6 +328,8 @@ class GETRegionDiffusion(nn.Module):
             # The window's per-feature location and log scale (what window scaling takes away),
             # added to the timestep vector as DiT adds its class embedding.
             self.window_embed = nn.Linear(2 * config.num_motif, d)
+        if config.num_cell_types:
+            self.cell_type_embed = nn.Embedding(config.num_cell_types, d)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -342,6 +352,8 @@ class GETRegionDiffusion(nn.Module):
         nn.init.zeros_(self.head_mask.weight)
         if self.config.window_conditioning:
             nn.init.zeros_(self.window_embed.weight)  # starts unconditioned
+        if self.config.num_cell_types:
+            nn.init.zeros_(self.cell_type_embed.weight)
 
     def embed_tokens(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, R, F), (B, R) -> (B, 1 + R, d): region embeddings (+ mask_token where masked)."""
@@ -355,6 +367,7 @@ class GETRegionDiffusion(nn.Module):
         t: torch.Tensor,
         positions: torch.Tensor | None = None,
         window_stats: torch.Tensor | None = None,
+        cell_type: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.config.num_motif:
             raise ValueError(f"x must be (B, R, {self.config.num_motif}); got {tuple(x.shape)}")
@@ -367,9 +380,29 @@ class GETRegionDiffusion(nn.Module):
             self.embed_tokens(x, mask),
             t,
             self.rotation(positions, mask),
-            self.window_condition(window_stats, x),
+            self.condition(window_stats, cell_type, x),
         )
         return self.head_mask(tokens[:, 1:])
+
+    def condition(
+        self, stats: torch.Tensor | None, cell_type: torch.Tensor | None, x: torch.Tensor
+    ) -> torch.Tensor | None:
+        """(B, d) sum of the window-statistics and cell-type embeddings the model uses, or None."""
+        parts = [self.window_condition(stats, x), self.cell_type_condition(cell_type, x)]
+        used = [part for part in parts if part is not None]
+        return sum(used[1:], used[0]) if used else None
+
+    def cell_type_condition(
+        self, cell_type: torch.Tensor | None, x: torch.Tensor
+    ) -> torch.Tensor | None:
+        """(B, d) embedding of each window's cell type, or None when the model does not use it."""
+        if not self.config.num_cell_types:
+            return None
+        if cell_type is None or cell_type.shape != x.shape[:1]:
+            raise ValueError(
+                f"this model conditions on the cell type: pass cell_type of shape {x.shape[:1]}"
+            )
+        return self.cell_type_embed(cell_type).to(x.dtype)
 
     def window_condition(self, stats: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         """(B, d) embedding of the window statistics, or None when the model does not use them."""

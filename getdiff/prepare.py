@@ -7,7 +7,11 @@ writes, only once every input has been read and checked (nothing is written on e
 - ``DIR/regions.parquet``: one row per kept peak, F = n_clusters + 1 float32 features;
 - ``DIR/windows_train.parquet``, ``DIR/windows_validation.parquet``,
   ``DIR/windows_test.parquet``: the split's rows and window layout (a split with no window still
-  gets a valid file with 0 windows, and a warning is logged).
+  gets a valid file with 0 windows, and a warning is logged);
+- ``DIR/manifest.json``, renamed in last: the run's id and each file's size. Every file carries
+  the id, and readers refuse a file the manifest does not list (a mixed or unfinished folder).
+
+A lock (``DIR/.getdiff.lock``) refuses a second prepare into the same folder while one runs.
 
 The formats are in ``docs/DATA_CONTRACT.md``; :mod:`getdiff.tensors` reads them. Splits are by
 chromosome: validation and test chromosomes from the config, training = the other selected ones.
@@ -16,10 +20,13 @@ chromosome: validation and test chromosomes from the config, training = the othe
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import difflib
+import hashlib
+import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +39,15 @@ from getdiff import __version__
 from getdiff.config import add_config_arguments, config_from_args, load_cell_types, load_config
 from getdiff.errors import ConfigError, InputError
 from getdiff.intervals import check_match_rate
-from getdiff.io import atomic_path
+from getdiff.io import exclusive, output_set
 from getdiff.motifs import aggregate_motif_scores, load_cluster_names, load_motif_mapping
 from getdiff.peaks import load_peaks, natural_chrom_key
 from getdiff.tensors import (
     ACCESSIBILITY,
+    MANIFEST,
     WindowLayout,
     layout_windows,
+    manifest,
     normalise_accessibility,
     normalise_motifs,
     write_region_table,
@@ -51,9 +60,9 @@ SPLITS = ("train", "validation", "test")
 
 
 def output_paths(outdir: str | Path) -> dict[str, Path]:
-    """Output files of one cell type: 'regions' and one per split."""
+    """Output files of one cell type: the manifest (renamed in last), 'regions', one per split."""
     outdir = Path(outdir)
-    paths = {"regions": outdir / "regions.parquet"}
+    paths = {MANIFEST: outdir / MANIFEST, "regions": outdir / "regions.parquet"}
     paths.update({split: outdir / f"windows_{split}.parquet" for split in SPLITS})
     return paths
 
@@ -142,6 +151,12 @@ class PrepareSettings:
             section=config["prepare"],
             **run,
         )
+
+    def fingerprint(self) -> str:
+        """sha256 of every setting and input path that shapes the prepared files."""
+        fields = {k: str(v) for k, v in dataclasses.asdict(self).items() if k != "section"}
+        text = json.dumps([fields, self.section], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @property
     def window_params(self) -> dict[str, int]:
@@ -277,9 +292,10 @@ def prepare_cell_type(settings: PrepareSettings, outdir: str | Path) -> dict[str
     regions, features, meta = region_features(settings)
     layouts = split_layouts(regions, settings, split_chroms)
     paths = output_paths(outdir)
-    # Every file goes to a temporary name first; all are renamed only after all were written.
-    with contextlib.ExitStack() as stack:
-        tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
+    meta["prepare_id"] = uuid.uuid4().hex
+    # Every file goes to a temporary name first; all are renamed together once all are written,
+    # the manifest (which readers check every file against) last.
+    with exclusive(outdir, "prepare"), output_set(paths) as tmp:
         write_region_table(tmp["regions"], regions, features, meta)
         for split, layout in layouts.items():
             rows = regions.iloc[layout.rows]
@@ -301,6 +317,16 @@ def prepare_cell_type(settings: PrepareSettings, outdir: str | Path) -> dict[str
                     **settings.window_params,
                 },
             )
+        files = {path.name: tmp[key] for key, path in paths.items() if key != MANIFEST}
+        info = {
+            "cell_type": settings.cell_type,
+            "window_size": settings.section["window_size"],
+            "feature_names": meta["feature_names"],
+            "settings_fingerprint": settings.fingerprint(),
+            "getdiff_version": __version__,
+        }
+        with open(tmp[MANIFEST], "w", encoding="utf-8") as handle:
+            json.dump(manifest(meta["prepare_id"], files, info), handle, indent=2)
     log.info(
         "%s: prepared in %.1f s -> %s", settings.cell_type, time.perf_counter() - began, outdir
     )

@@ -302,6 +302,8 @@ def read_metadata(path: str | Path, expected_format: str | None = None) -> dict[
     missing = [key for key in _REQUIRED[fmt] if key not in meta]
     if missing:
         raise InputError(path, f"metadata lacks {missing}")
+    if "prepare_id" in meta:
+        check_in_manifest(path, meta["prepare_id"])
     names = meta["feature_names"]
     motif_max = meta["scaling"].get("motif_max", [])
     if not names or len(motif_max) != len(names) - 1:
@@ -311,6 +313,45 @@ def read_metadata(path: str | Path, expected_format: str | None = None) -> dict[
             "expected one maximum per motif feature",
         )
     return meta
+
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "getdiff.prepared/1"
+
+
+def manifest(prepare_id: str, files: dict[str, Path], info: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of one prepared folder: its run id, each file's final name and size, info.
+
+    ``files`` maps final names to the (temporary) paths holding their bytes now.
+    """
+    sizes = {name: path.stat().st_size for name, path in files.items()}
+    return {"format": MANIFEST_FORMAT, "prepare_id": prepare_id, "files": sizes, **info}
+
+
+def check_in_manifest(path: str | Path, prepare_id: str) -> None:
+    """``path`` must be the file that ``manifest.json`` beside it lists, from the same run."""
+    path = Path(path)
+    listing = path.parent / MANIFEST
+    rerun = "rerun getdiff prepare into this folder"
+    try:
+        recorded = json.loads(listing.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(
+            path, f"comes from a prepare run that did not finish (no {MANIFEST} beside it); {rerun}"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(listing, f"not a valid manifest ({err}); {rerun}") from None
+    files = recorded.get("files") if isinstance(recorded, dict) else None
+    if (
+        not isinstance(files, dict)
+        or recorded.get("prepare_id") != prepare_id
+        or files.get(path.name) != path.stat().st_size
+    ):
+        raise InputError(
+            path,
+            f"is not the file {MANIFEST} lists (another prepare run wrote one of them: a mixed "
+            f"folder); {rerun}",
+        )
 
 
 @dataclass

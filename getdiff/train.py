@@ -69,7 +69,7 @@ from getdiff.diffusion import (
     random_timesteps,
 )
 from getdiff.errors import ConfigError, GetdiffError, InputError
-from getdiff.io import atomic_dir, atomic_path
+from getdiff.io import atomic_dir, atomic_path, exclusive, output_set
 from getdiff.lora import unwrap
 from getdiff.model import build_model, count_parameters, save_model, train_step_flops
 from getdiff.task import target as task_target
@@ -104,17 +104,18 @@ class WindowData:
     features: torch.Tensor  # (N, F) float32: every cell type's regions stacked
     positions: torch.Tensor  # (N,) float64: each region's genomic midpoint (bp)
     starts: torch.Tensor  # (n_windows,) long: row in ``features`` of each window's first region
+    cell_type: torch.Tensor  # (n_windows,) long: index of each window's cell type
     window_size: int
     feature_names: list[str]
 
     def __len__(self) -> int:
         return int(self.starts.numel())
 
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) window indices -> (B, W, F) features and (B, W) midpoints, one gather each."""
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,) window indices -> (B, W, F) features, (B, W) midpoints and (B,) cell types."""
         offsets = torch.arange(self.window_size, device=self.starts.device)
         rows = self.starts[index, None] + offsets
-        return self.features[rows], self.positions[rows]
+        return self.features[rows], self.positions[rows], self.cell_type[index]
 
 
 def load_split_windows(
@@ -122,7 +123,7 @@ def load_split_windows(
 ) -> WindowData:
     """Read ``{prepared_dir}/{cell_type}/windows_{split}.parquet`` for each cell type and stack."""
     features, positions, starts, names, window_size = [], [], [], None, None
-    offset = 0
+    offset, counts = 0, []
     for cell_type in cell_types:
         path = Path(prepared_dir) / cell_type / f"windows_{split}.parquet"
         if not path.exists():
@@ -140,12 +141,14 @@ def load_split_windows(
         features.append(torch.tensor(windows.features, dtype=torch.float32))
         positions.append(torch.from_numpy(region_midpoints(windows.regions)))
         starts.append(torch.tensor(windows.starts, dtype=torch.long) + offset)
+        counts.append(len(windows.starts))
         offset += features[-1].shape[0]
     assert names is not None and window_size is not None
     return WindowData(
         features=torch.cat(features).to(device),
         positions=torch.cat(positions).to(device),
         starts=torch.cat(starts).to(device),
+        cell_type=torch.arange(len(counts)).repeat_interleave(torch.tensor(counts)).to(device),
         window_size=window_size,
         feature_names=names,
     )
@@ -190,6 +193,7 @@ class ValidationSet:
 
     x0: torch.Tensor  # (V, W, F)
     positions: torch.Tensor  # (V, W) float64 midpoints
+    cell_type: torch.Tensor  # (V,) long
     mask: torch.Tensor  # (V, W) bool
     t: torch.Tensor  # (V,) long
     noise: torch.Tensor  # (V, W, F)
@@ -203,12 +207,12 @@ def make_validation_set(
     if count == 0:
         return None
     generator = torch.Generator().manual_seed(seed)
-    x0, positions = data.batch(torch.arange(count, device=data.starts.device))
+    x0, positions, cell_type = data.batch(torch.arange(count, device=data.starts.device))
     mask = random_masks(count, data.window_size, mask_ratio, generator=generator)
     t = random_timesteps(count, num_timesteps, generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     device = x0.device
-    return ValidationSet(x0, positions, mask.to(device), t.to(device), noise.to(device))
+    return ValidationSet(x0, positions, cell_type, mask.to(device), t.to(device), noise.to(device))
 
 
 # --- pieces of the loop ------------------------------------------------------------------------
@@ -287,6 +291,7 @@ def validate(
                 val.noise[part],
                 positions=val.positions[part],
                 target=target,
+                cell_type=val.cell_type[part],
             )
         values = int(hidden_values(val.mask[part], target.columns).expand_as(val.x0[part]).sum())
         squared += float(loss) * values
@@ -316,7 +321,9 @@ def _config_fingerprint(config: dict[str, Any], cell_types: list[str], inputs: l
 # --- model construction ------------------------------------------------------------------------
 
 
-def build_training_model(config: dict[str, Any], num_motif: int, window_size: int):
+def build_training_model(
+    config: dict[str, Any], num_motif: int, window_size: int, num_cell_types: int
+):
     """The network from preset + overrides, GET weights imported if configured, LoRA if enabled."""
     settings = config["model"]
     overrides = dict(settings["overrides"])
@@ -327,6 +334,7 @@ def build_training_model(config: dict[str, Any], num_motif: int, window_size: in
             "uses; set only diffusion.mask_ratio"
         )
     overrides["window_conditioning"] = config["task"]["scaling"] == "window"
+    overrides["num_cell_types"] = num_cell_types if settings["cell_type_embedding"] else 0
     if overrides.setdefault("positions", settings["positions"]) != settings["positions"]:
         raise ConfigError(
             "key 'model.overrides.positions' differs from 'model.positions'; "
@@ -371,23 +379,24 @@ def build_training_model(config: dict[str, Any], num_motif: int, window_size: in
 def _export(
     model: torch.nn.Module,
     use_lora: bool,
-    outdir: Path,
+    adapter: Path,
+    model_path: Path,
     metadata: dict[str, Any],
 ) -> None:
-    """Write adapter/ and model.safetensors (LoRA merged) from the model's current weights."""
+    """Write the adapter directory and the model (LoRA merged) from the current weights."""
     if use_lora:
         from getdiff.lora import merge_lora, save_adapters
 
-        save_adapters(model, outdir / "adapter")
+        save_adapters(model, adapter)
         model = merge_lora(model)
     else:
-        with atomic_dir(outdir / "adapter") as tmp:
+        with atomic_dir(adapter) as tmp:
             (tmp / "README.md").write_text(
                 "No adapters: this model was trained without LoRA (model.use_lora: false);\n"
                 "its full weights are in ../model.safetensors.\n",
                 encoding="utf-8",
             )
-    save_model(model, outdir / "model.safetensors", extra_metadata=metadata)
+    save_model(model, model_path, extra_metadata=metadata)
 
 
 def _write_history(rows: list[dict[str, float]], path: Path) -> None:
@@ -526,7 +535,9 @@ class TrainState:
         settings = run.settings
         torch.manual_seed(settings["seed"])  # model initialisation (and LoRA's) is seeded too
         data = run.train_data
-        model = build_training_model(run.config, len(data.feature_names), data.window_size)
+        model = build_training_model(
+            run.config, len(data.feature_names), data.window_size, len(run.cell_types)
+        )
         model = model.to(run.device).train()
         optimizer = configure_optimizer(model, settings["lr"], settings["weight_decay"], run.device)
         schedule = lr_factor(settings["warmup_steps"], settings["max_steps"])
@@ -594,7 +605,7 @@ def train_step(state: TrainState, run: Run, sampler: EpochSampler) -> dict[str, 
     """One optimizer step on the step's batch; returns what the log line reports."""
     data, settings = run.train_data, run.settings
     batch_size, device = settings["batch_size"], run.device
-    x0, positions = data.batch(sampler.indices(state.step))
+    x0, positions, cell_type = data.batch(sampler.indices(state.step))
     mask = random_masks(
         batch_size, data.window_size, run.config["diffusion"]["mask_ratio"], state.generator, device
     )
@@ -602,7 +613,14 @@ def train_step(state: TrainState, run: Run, sampler: EpochSampler) -> dict[str, 
     noise = torch.randn(x0.shape, generator=state.generator, device=device)
     with run.autocast:
         loss, pred = run.diffusion.training_loss(
-            state.model, x0, mask, t, noise, positions=positions, target=run.target
+            state.model,
+            x0,
+            mask,
+            t,
+            noise,
+            positions=positions,
+            target=run.target,
+            cell_type=cell_type,
         )
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -721,10 +739,14 @@ def export(state: TrainState, run: Run) -> None:
         "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
     }
     state.model.eval()
-    _export(state.model, model_settings["use_lora"], run.outdir, metadata)
-    _write_history(state.history, run.outdir / "history.tsv")
-    with atomic_path(run.outdir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(run.config, sort_keys=False), encoding="utf-8")
+    # One set: the model (what the workflow waits for) is renamed in last.
+    names = {"model": "model.safetensors", "adapter": "adapter"}
+    names.update(history="history.tsv", config="config.yaml")
+    paths = {key: run.outdir / name for key, name in names.items()}
+    with output_set(paths, directories={"adapter"}) as tmp:
+        _export(state.model, model_settings["use_lora"], tmp["adapter"], tmp["model"], metadata)
+        _write_history(state.history, tmp["history"])
+        tmp["config"].write_text(yaml.safe_dump(run.config, sort_keys=False), encoding="utf-8")
     log.info("wrote %s", run.outdir)
 
 
@@ -760,6 +782,17 @@ def train(
     """
     if threads:
         torch.set_num_threads(threads)
+    with exclusive(outdir, "train"):
+        return _train(config, cell_types, prepared_dir, outdir, stop_after)
+
+
+def _train(
+    config: dict[str, Any],
+    cell_types: list[str],
+    prepared_dir: str | Path,
+    outdir: str | Path,
+    stop_after: int | None,
+) -> Path | None:
     run = prepare_run(config, cell_types, prepared_dir, outdir)
     state = TrainState.fresh(run)
     _log_model(state, run)

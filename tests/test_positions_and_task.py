@@ -255,3 +255,54 @@ def test_window_conditioning_starts_as_a_no_op_and_then_conditions_every_window(
     assert not torch.allclose(before[1], after[1])
     with pytest.raises(ValueError, match="window_stats"):
         conditioned(x, mask, t)
+
+
+def test_cell_type_embedding_starts_as_a_no_op_and_then_separates_cell_types():
+    torch.manual_seed(0)
+    plain = build_model("tiny", num_motif=4, dropout=0.0).eval()
+    torch.manual_seed(0)
+    labelled = build_model("tiny", num_motif=4, dropout=0.0, num_cell_types=3).eval()
+    labelled.load_state_dict(plain.state_dict(), strict=False)
+    x, mask, t, _ = inputs()
+    with torch.no_grad():
+        for cell_type in ([0, 1], [2, 2]):
+            out = labelled(x, mask, t, cell_type=torch.tensor(cell_type))
+            torch.testing.assert_close(out, plain(x, mask, t))
+        labelled.cell_type_embed.weight.normal_()
+        for block in labelled.encoder.blocks:
+            block.adaLN_modulation[-1].weight.normal_(std=0.1)
+        labelled.head_mask.weight.normal_(std=0.1)
+        same = labelled(x, mask, t, cell_type=torch.tensor([0, 1]))
+        other = labelled(x, mask, t, cell_type=torch.tensor([0, 2]))
+    torch.testing.assert_close(same[0], other[0])
+    assert not torch.allclose(same[1], other[1])
+    with pytest.raises(ValueError, match="cell_type"):
+        labelled(x, mask, t)
+
+
+def test_cell_type_embedding_is_trained_in_full_under_lora():
+    from getdiff.lora import apply_lora
+
+    model = apply_lora(build_model("tiny", num_motif=4, num_cell_types=2), r=2, alpha=4)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert any("cell_type_embed" in name and "modules_to_save" in name for name in trainable)
+
+
+def test_windows_of_a_cell_type_the_model_was_not_trained_on_are_refused():
+    from getdiff.errors import InputError
+    from getdiff.inference import cell_type_index
+
+    model = build_model("tiny", num_motif=4, num_cell_types=2)
+    metadata = {"cell_types": ["liver", "myeloid"]}
+    windows = WindowSet(
+        regions=pd.DataFrame(),
+        features=np.zeros((0, 4), np.float32),
+        starts=np.zeros(0, np.int64),
+        scored=np.zeros((0, 1), bool),
+        meta={"cell_type": "myeloid"},
+    )
+    assert cell_type_index(model, metadata, windows, "w.parquet") == 1
+    windows.meta["cell_type"] = "kidney"
+    with pytest.raises(InputError, match=r"w\.parquet.*'kidney'.*liver, myeloid"):
+        cell_type_index(model, metadata, windows, "w.parquet")
+    assert cell_type_index(build_model("tiny", num_motif=4), {}, windows, "w.parquet") is None

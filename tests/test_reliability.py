@@ -159,11 +159,15 @@ class Inputs:
         return argv, paths[0], paths[1], config
 
     def prepared_copy(self, edit: Callable[[pa.Table], pa.Table], split: str) -> Path:
-        """A prepared dir whose ``toy/windows_{split}.parquet`` is the toy one after ``edit``."""
+        """A prepared dir whose ``toy/windows_{split}.parquet`` is the toy one after ``edit``,
+        with a manifest listing it (so the check under test is the one that fires)."""
         source = self.toy["prepared"] / "toy" / f"windows_{split}.parquet"
         target = self.root / "prepared" / "toy" / source.name
         target.parent.mkdir(parents=True)
         pq.write_table(edit(pq.read_table(source)), target)
+        manifest = json.loads((source.parent / "manifest.json").read_text())
+        manifest["files"][target.name] = target.stat().st_size
+        (target.parent / "manifest.json").write_text(json.dumps(manifest))
         return target
 
     def train(self, checkpoint: Path | None = None) -> list[str]:

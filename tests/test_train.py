@@ -296,9 +296,10 @@ def test_windows_of_cell_types_are_stacked_with_offset_starts(prepared):
     expected = np.concatenate(
         [alpha.windows([0, len(alpha) - 1]), beta.windows([0, len(beta) - 1])]
     )
-    features, positions = data.batch(index)
+    features, positions, cell_type = data.batch(index)
     np.testing.assert_array_equal(features.numpy(), expected)
     assert positions.shape == features.shape[:2] and positions.dtype == torch.float64
+    assert cell_type.tolist() == [0, 0, 1, 1]  # index into CELL_TYPES, the model's order
 
 
 def test_epoch_sampler_visits_every_window_once_per_epoch():
@@ -331,3 +332,13 @@ def test_masked_pearson_uses_masked_rows_only():
     pred = target.clone()
     pred[0, 2:] = -target[0, 2:]  # anticorrelated, but unmasked
     assert masked_pearson(pred, target, mask) == pytest.approx(1.0)
+
+
+def test_cell_type_embedding_is_trained_and_exported_with_the_cell_type_order(prepared, tmp_path):
+    config = make_config(max_steps=4)
+    config["model"]["cell_type_embedding"] = True
+    train(config, CELL_TYPES, prepared, tmp_path)
+    model = load_model(tmp_path / "model.safetensors")
+    assert model.config.num_cell_types == len(CELL_TYPES)
+    assert model_metadata(tmp_path / "model.safetensors")["cell_types"] == CELL_TYPES
+    assert model.cell_type_embed.weight.abs().sum() > 0  # zero-initialised, then trained

@@ -11,6 +11,7 @@ rule prepare:
         windows=expand(
             RESULTS / "prepare" / "{{cell_type}}" / "windows_{split}.parquet", split=SPLITS
         ),
+        manifest=RESULTS / "prepare" / "{cell_type}" / "manifest.json",
     log:
         RESULTS / "logs" / "prepare" / "{cell_type}.log",
     benchmark:
