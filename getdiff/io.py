@@ -8,7 +8,8 @@ Outputs are all or nothing. :func:`atomic_path` and :func:`atomic_dir` write one
 rename it in; :func:`output_set` does that for a command's whole output set, renaming every member
 in one go with termination signals (SIGTERM, SIGINT, SIGHUP) deferred, so a signal leaves the old
 complete set or the new one. The CLI runs every command under :func:`termination_raises`,
-which turns those signals into :class:`Terminated` (temporary files are then removed on the way out).
+which turns those signals into :class:`Terminated` (temporary files are then removed on the way
+out).
 :func:`exclusive` refuses a second writer into an output directory.
 """
 
