@@ -12,7 +12,7 @@ import logging
 import sys
 
 from getdiff import __version__
-from getdiff.errors import GetdiffError
+from getdiff.errors import ConfigError, GetdiffError
 from getdiff.io import Terminated, termination_raises
 
 # Sub-command -> module that registers it, in the order they appear in --help.
@@ -39,6 +39,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _naming_the_config(message: str, args: argparse.Namespace) -> str:
+    """A ConfigError raised after the config was read (a device, a model option, the splits)
+    names the key but not the file: prefix the config the key is in. A message that already
+    starts with a file (``path: ...``, no space in ``path``) is kept."""
+    source = args.config if getattr(args, "config", None) else None
+    if source is None and getattr(args, "config_json", None):
+        source = "--config-json"
+    head, separator, _ = message.partition(": ")
+    if source is None or (separator and " " not in head):
+        return message
+    return f"{source}: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
@@ -53,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"getdiff {args.command}: {err}; no partial output left", file=sys.stderr)
         return 128 + err.signum
     except GetdiffError as err:
-        print(f"getdiff {args.command}: error: {err}", file=sys.stderr)
+        message = _naming_the_config(str(err), args) if isinstance(err, ConfigError) else str(err)
+        print(f"getdiff {args.command}: error: {message}", file=sys.stderr)
         return 2
     except OSError as err:
         # Unreadable inputs, an output location that is a file, read-only or full: one line.

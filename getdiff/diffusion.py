@@ -9,10 +9,11 @@ statistics below) are passed on as keyword arguments.
 What is predicted is a :class:`Target`. ``columns`` (F,) bool selects the predicted features
 (None = all, the spec's task). A value is hidden when its row is masked and its column is
 predicted; the other columns of masked rows stay clean inputs (the ``accessibility`` task: motif
-features are known from sequence, only accessibility is noised, predicted and scored). With
-``window_scaling`` the predicted columns of each window are standardised by the mean and
-standard deviation of its unmasked rows before noising, and predictions are mapped back: every
-window (and cell type) then enters the network and the loss on one scale, whatever its level.
+features are known from sequence, only accessibility is noised, predicted and scored). The
+``scaled`` columns (F,) bool (None = none; getdiff scales accessibility only) of each window are
+standardised by the mean and standard deviation of its unmasked rows before noising, and
+predictions are mapped back: every window (and cell type) then enters the network and the loss
+on one scale, whatever its level.
 Those statistics (B, 2F: location, then log scale) are passed on as ``window_stats``, so the
 network can still condition on a window's level and spread.
 
@@ -53,19 +54,23 @@ class Target:
     """Which values a masked row hides, and how they are scaled (see the module doc)."""
 
     columns: torch.Tensor | None = None  # (F,) bool: predicted features; None = all
-    window_scaling: bool = False
+    scaled: torch.Tensor | None = None  # (F,) bool: features standardised per window; None = none
+
+    @property
+    def window_scaling(self) -> bool:
+        return self.scaled is not None
 
     def scaling(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, F) location and scale: unmasked rows' mean and std in predicted columns
+        """(B, 1, F) location and scale: unmasked rows' mean and std in the scaled columns
         (floored at SCALE_FLOOR), 0 and 1 elsewhere."""
         keep = (~mask).unsqueeze(-1).to(x.dtype)
         count = keep.sum(dim=1, keepdim=True).clamp_min(1.0)
         loc = (x * keep).sum(dim=1, keepdim=True) / count
         var = ((x - loc).square() * keep).sum(dim=1, keepdim=True) / count
         scale = var.sqrt().clamp_min(SCALE_FLOOR)
-        if self.columns is not None:
-            columns = self.columns.to(x.device)
-            loc, scale = torch.where(columns, loc, 0.0), torch.where(columns, scale, 1.0)
+        if self.scaled is not None:
+            scaled = self.scaled.to(x.device)
+            loc, scale = torch.where(scaled, loc, 0.0), torch.where(scaled, scale, 1.0)
         return loc, scale
 
 

@@ -22,6 +22,7 @@ import io
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import zlib
 from collections.abc import Collection, Iterator
@@ -33,8 +34,25 @@ from getdiff.errors import GetdiffError, InputError
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+def check_regular_file(path: str | Path) -> None:
+    """Refuse a named pipe, socket or device: inputs are opened more than once (the gzip check,
+    then the reading), and opening a pipe nobody writes to would block forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing, a symlink loop, ...: opening it reports that
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(
+            path,
+            "not a regular file (a named pipe, socket or device); expected a file on disk "
+            "(decompress or copy the stream to a file first)",
+        )
+
+
 def is_gzipped(path: str | Path) -> bool:
-    """True if the file starts with the gzip magic bytes (covers bgzip too)."""
+    """True if the file starts with the gzip magic bytes (covers bgzip too); a named pipe or
+    device is refused (:func:`check_regular_file`)."""
+    check_regular_file(path)
     with open(path, "rb") as handle:
         return handle.read(2) == GZIP_MAGIC
 
@@ -71,9 +89,7 @@ def reading(path: str | Path) -> Iterator[None]:
     """Re-raise read failures of the text file ``path`` inside the block as InputError."""
     try:
         yield
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        raise InputError(path, f"cannot read the file: {err.strerror}") from None
-    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # BadGzipFile is an OSError
         line, _ = _failing_line(path)
         raise InputError(
             path,
@@ -87,6 +103,21 @@ def reading(path: str | Path) -> Iterator[None]:
             path,
             "bytes that are not UTF-8 text; expected a plain-text (or gzip/bgzip) BED-like file",
             line if decoding else None,
+        ) from None
+    except OSError as err:  # missing, a directory, permission denied, a symlink loop, ...
+        raise InputError(path, f"cannot read the file: {err.strerror or err}") from None
+
+
+def make_directory(path: str | Path) -> None:
+    """``mkdir -p path``; a file in the way (``path`` or a parent) is an InputError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        parts = (path, *path.parents)
+        blocking = next((p for p in parts if p.exists() and not p.is_dir()), path)
+        raise InputError(
+            blocking, "is a file, not a directory; expected an output directory there"
         ) from None
 
 
@@ -105,7 +136,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     reads (the names are unique, so a later run does not reuse it).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise InputError(target, "is a directory; expected the path of a file to write")
+    make_directory(target.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -123,7 +156,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Like :func:`atomic_path` for a directory: build it aside, then swap it in."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_directory(target.parent)
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp_path
@@ -213,7 +246,7 @@ def exclusive(directory: str | Path, command: str) -> Iterator[None]:
     counts as held (the inode check), so two writers can never both proceed.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_directory(directory)
     lock = directory / ".getdiff.lock"
     with open(lock, "a+", encoding="utf-8") as handle:
         try:

@@ -1,8 +1,10 @@
-"""Prediction metrics: Pearson, MSE and R^2, pooled or per column, and the within-window score.
+"""Prediction metrics: Pearson, Spearman, MSE and R^2, pooled or per column, and the
+within-window score.
 
 All sums are float64. ``R^2 = 1 - SS_res / SS_tot`` with SS_tot around the observed mean, so a
 constant prediction at the observed mean scores 0 and worse ones score below 0. Pearson is NaN
-when either side is constant (a constant predictor carries no per-region information).
+when either side is constant (a constant predictor carries no per-region information); so is
+Spearman (scipy.stats, average ranks for ties), which is robust to the heavy tail of counts.
 
 ``within_window`` centres observed and predicted values on their window's mean before scoring:
 a predictor that only gets each window's level right (what a window average does) scores 0
@@ -22,15 +24,16 @@ from scipy import stats
 
 
 def metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """Pearson, MSE and R^2 over all values of two equally shaped arrays, and their count."""
+    """Pearson, Spearman, MSE and R^2 over all values of two equally shaped arrays, and n."""
     obs = np.asarray(observed, dtype=np.float64).ravel()
     pred = np.asarray(predicted, dtype=np.float64).ravel()
     if obs.size == 0:
-        return {"pearson": math.nan, "mse": math.nan, "r2": math.nan, "n": 0}
+        return {"pearson": math.nan, "spearman": math.nan, "mse": math.nan, "r2": math.nan, "n": 0}
     residual = np.sum((obs - pred) ** 2)
     total = np.sum((obs - obs.mean()) ** 2)
     return {
         "pearson": pearson(obs, pred),
+        "spearman": spearman(obs, pred),
         "mse": float(residual / obs.size),
         "r2": float(1.0 - residual / total) if total > 0 else math.nan,
         "n": int(obs.size),
@@ -44,6 +47,15 @@ def pearson(observed: np.ndarray, predicted: np.ndarray) -> float:
     if obs.size < 2 or np.ptp(obs) == 0 or np.ptp(pred) == 0:
         return math.nan
     return float(stats.pearsonr(obs, pred).statistic)
+
+
+def spearman(observed: np.ndarray, predicted: np.ndarray) -> float:
+    """Spearman rank correlation of two flattened arrays; NaN as for :func:`pearson`."""
+    obs = np.asarray(observed, dtype=np.float64).ravel()
+    pred = np.asarray(predicted, dtype=np.float64).ravel()
+    if obs.size < 2 or np.ptp(obs) == 0 or np.ptp(pred) == 0:
+        return math.nan
+    return float(stats.spearmanr(obs, pred).statistic)
 
 
 def pearson_interval(r: float, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -58,20 +58,26 @@ _SCAN_COLUMNS = "5 columns: chrom start end name score"
 def load_cluster_names(path: str | Path | None = None) -> list[str]:
     """Cluster names in feature order, one per line (blank lines ignored); default: bundled 282."""
     path = DEFAULT_CLUSTER_NAMES if path is None else Path(path)
-    try:
-        with open_text(path) as handle:
-            names = [line.strip() for line in handle]
-    except FileNotFoundError:
-        raise InputError(path, "cluster-name file not found") from None
-    names = [n for n in names if n]
-    if not names:
+    with reading(path):  # a directory, not UTF-8, ...: InputError naming the file
+        try:
+            with open_text(path) as handle:
+                lines = [(number, line.strip()) for number, line in enumerate(handle, start=1)]
+        except FileNotFoundError:
+            raise InputError(path, "cluster-name file not found") from None
+    lines = [(number, name) for number, name in lines if name]
+    if not lines:
         raise InputError(path, "no cluster names found: expected one name per line")
     seen: dict[str, int] = {}
-    for i, name in enumerate(names):
+    for number, name in lines:
         if name in seen:
-            raise InputError(path, f"cluster name {name!r} is listed twice; expected unique names")
-        seen[name] = i
-    return names
+            raise InputError(
+                path,
+                f"cluster name {name!r} is listed twice (first on line {seen[name]}); expected "
+                "unique names",
+                number,
+            )
+        seen[name] = number
+    return [name for _, name in lines]
 
 
 def _closest(name: str, choices: Sequence[str]) -> str:
@@ -521,7 +527,7 @@ def aggregate_motif_scores(
     than ``INDEX_MIN_BYTES``, True = query by region (index required), False = stream.
     """
     scan = Path(scan)
-    if not scan.exists():
+    if not scan.exists() and not scan.is_symlink():  # a symlink loop: reading says so
         raise InputError(scan, "motif scan not found")
     n_clusters = len(cluster_names)
     features = np.zeros((len(peaks), n_clusters), dtype=np.float32)

@@ -14,12 +14,14 @@ coordinates. Also returns how many peaks were dropped, per reason.
 
 Errors are :class:`~getdiff.errors.InputError` naming the file, the line and what was expected:
 malformed lines, non-integer / negative coordinates, start >= end, duplicate peaks (same chrom,
-start and end), non-numeric / NaN / inf / negative counts, empty files, unreadable files (missing,
+start and end; unless ``duplicate_peaks`` says otherwise, see :func:`resolve_duplicates`),
+non-numeric / NaN / inf / negative counts, empty files, unreadable files (missing,
 truncated or corrupt gzip, not UTF-8). Unsorted input is accepted.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +32,9 @@ from getdiff.errors import InputError, raise_first_bad_line
 from getdiff.intervals import COORDINATE_PATTERN, check_match_rate
 from getdiff.io import open_text, reading
 
+log = logging.getLogger(__name__)
+
+DUPLICATE_PEAKS = ("error", "first", "merge")
 DEFAULT_CHROMOSOMES: tuple[str, ...] = tuple(f"chr{i}" for i in range(1, 23)) + ("chrX",)
 HEADER_PATTERN = r"^(?:#|track\b|browser\b)"
 
@@ -151,6 +156,35 @@ def _check_duplicates(path: str | Path, table: pd.DataFrame) -> None:
         )
 
 
+def resolve_duplicates(path: str | Path, table: pd.DataFrame, how: str) -> pd.DataFrame:
+    """Peaks listed more than once (same chrom, start, end), as ``prepare.duplicate_peaks`` says.
+
+    ``error``: InputError naming both lines. ``first``: the first line of each is kept.
+    ``merge``: one peak each, the first line's name, the largest count (MACS2 ``--call-summits``
+    repeats a peak once per summit, each line with that summit's signal).
+    """
+    if how not in DUPLICATE_PEAKS:
+        raise ValueError(f"duplicate_peaks must be one of {DUPLICATE_PEAKS}, got {how!r}")
+    if how == "error":
+        _check_duplicates(path, table)
+        return table
+    key = ["chrom", "start", "end"]
+    repeated = table.duplicated(key, keep="first").to_numpy()
+    if not repeated.any():
+        return table
+    if how == "merge":
+        table = table.assign(counts=table.groupby(key, sort=False)["counts"].transform("max"))
+    kept = table[~repeated].reset_index(drop=True)
+    log.warning(
+        "%s: %d lines repeat the coordinates of an earlier peak; %s (prepare.duplicate_peaks: %s)",
+        path,
+        int(repeated.sum()),
+        "kept the first line of each" if how == "first" else "merged, keeping the largest count",
+        how,
+    )
+    return kept
+
+
 def read_bed_regions(path: str | Path) -> pd.DataFrame:
     """Intervals of a BED3+ file in file order: chrom, start, end, line (duplicates allowed)."""
     fields, numbers = read_bed_fields(path, "regions", 3)
@@ -159,7 +193,9 @@ def read_bed_regions(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def read_peak_file(path: str | Path, counts_column: int | None = None) -> pd.DataFrame:
+def read_peak_file(
+    path: str | Path, counts_column: int | None = None, duplicates: str = "error"
+) -> pd.DataFrame:
     """Read and validate a peak file, in file order (see the module docstring for columns)."""
     fields, numbers = read_bed_fields(path, "peaks", max(4, counts_column or 0))
     table = parse_coordinates(path, fields, numbers, "3 columns: chrom start end")
@@ -186,8 +222,7 @@ def read_peak_file(path: str | Path, counts_column: int | None = None) -> pd.Dat
     else:
         table["counts"] = np.nan
     table["line"] = numbers
-    _check_duplicates(path, table)
-    return table
+    return resolve_duplicates(path, table, duplicates)
 
 
 def read_counts_file(path: str | Path) -> pd.DataFrame:
@@ -254,11 +289,12 @@ def load_peaks(
     counts_file: str | Path | None = None,
     chromosomes: Sequence[str] = DEFAULT_CHROMOSOMES,
     drop_zero_accessibility: bool = True,
+    duplicate_peaks: str = "error",
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Read, validate, filter and sort one cell type's peaks -> (peaks, dropped per reason)."""
     if counts_column is not None and counts_file is not None:
         raise ValueError("give counts_column or counts_file, not both")
-    peaks = read_peak_file(path, counts_column=counts_column)
+    peaks = read_peak_file(path, counts_column=counts_column, duplicates=duplicate_peaks)
     missing = 0
     if counts_file is not None:
         peaks, missing = attach_counts(peaks, read_counts_file(counts_file))
@@ -272,6 +308,7 @@ def load_peaks(
 
 __all__ = [
     "DEFAULT_CHROMOSOMES",
+    "DUPLICATE_PEAKS",
     "attach_counts",
     "genome_order",
     "harmonise_chrom",
@@ -280,5 +317,6 @@ __all__ = [
     "read_bed_regions",
     "read_counts_file",
     "read_peak_file",
+    "resolve_duplicates",
     "select_and_sort",
 ]

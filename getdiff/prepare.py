@@ -182,6 +182,7 @@ def region_features(settings: PrepareSettings) -> tuple[pd.DataFrame, np.ndarray
         counts_file=settings.counts_file,
         chromosomes=section["chromosomes"],
         drop_zero_accessibility=section["drop_zero_accessibility"],
+        duplicate_peaks=section["duplicate_peaks"],
     )
     log.info(
         "%s: %d peaks kept from %s (dropped: %s)",

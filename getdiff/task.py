@@ -8,9 +8,10 @@
   context).
 
 ``task.scaling``: ``none`` (the spec's) feeds values as they are; ``window`` standardises the
-predicted columns of each window by its unmasked rows' mean and standard deviation (see
+accessibility column of each window by its unmasked rows' mean and standard deviation (see
 getdiff.diffusion.Target), so a cell type with low or narrow accessibility weighs as much as any
-other, and the model predicts each region relative to its window.
+other, and the model predicts each region relative to its window. Motif columns are never
+scaled: they are sparse, and a window's standard deviation of a rare motif is near 0.
 
 The model file records its task section (metadata key ``task``); evaluate and impute follow it
 and refuse a config that asks for another.
@@ -54,10 +55,14 @@ def predicted_columns(task: str, feature_names: list[str]) -> torch.Tensor | Non
 
 def target(task: dict[str, str], feature_names: list[str]) -> Target:
     """The diffusion module's view of a task section: predicted columns and scaling."""
-    return Target(
-        columns=predicted_columns(task["predict"], feature_names),
-        window_scaling=task["scaling"] == "window",
-    )
+    scaled = None
+    if task["scaling"] == "window":
+        if ACCESSIBILITY not in feature_names:
+            raise ConfigError(
+                f"task.scaling is 'window' but the features have no {ACCESSIBILITY!r} column"
+            )
+        scaled = torch.tensor([name == ACCESSIBILITY for name in feature_names])
+    return Target(columns=predicted_columns(task["predict"], feature_names), scaled=scaled)
 
 
 def model_task(

@@ -31,12 +31,14 @@ def test_metrics_match_hand_computed_values():
     # SS_res = 2, SS_tot = 5 -> R^2 = 0.6
     assert result["r2"] == pytest.approx(0.6)
     assert result["pearson"] == pytest.approx(np.corrcoef(observed, predicted)[0, 1])
+    # ranks 1 2 3 4 vs 1 2.5 2.5 4 (ties share the average rank): r = 4.5 / sqrt(5 * 4.5)
+    assert result["spearman"] == pytest.approx(4.5 / np.sqrt(5 * 4.5))
     assert result["n"] == 4
 
 
 def test_constant_prediction_has_undefined_pearson_and_negative_r2():
     result = metrics(np.array([0.0, 1.0]), np.array([2.0, 2.0]))
-    assert math.isnan(result["pearson"])
+    assert math.isnan(result["pearson"]) and math.isnan(result["spearman"])
     assert result["r2"] < 0
 
 

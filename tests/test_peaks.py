@@ -161,6 +161,27 @@ def test_duplicate_peak_names_both_lines(tmp_path, write_lines):
     assert str(err.value).startswith(f"{path}:3: duplicate peak chr1:1-5 (same as line 1)")
 
 
+SUMMITS = [  # MACS2 --call-summits: one line per summit, the peak's coordinates repeated
+    "chr1\t100\t500\tp1a\t0\t.\t7\t1\t1\t50",
+    "chr1\t100\t500\tp1b\t0\t.\t12\t1\t1\t300",
+    "chr1\t900\t1200\tp2\t0\t.\t4\t1\t1\t100",
+    "chr1\t100\t500\tp1c\t0\t.\t9\t1\t1\t380",
+]
+
+
+@pytest.mark.parametrize(
+    ("how", "names", "counts"),
+    [("first", ["p1a", "p2"], [7, 4]), ("merge", ["p1a", "p2"], [12, 4])],
+)
+def test_repeated_summit_lines_are_folded_as_configured(tmp_path, write_lines, how, names, counts):
+    path = write_lines(tmp_path / "summits.narrowPeak", SUMMITS)
+    peaks = read_peak_file(path, counts_column=7, duplicates=how)
+    assert peaks["name"].tolist() == names and peaks["counts"].tolist() == counts
+    assert peaks["line"].tolist() == [1, 3]
+    with pytest.raises(InputError, match=r"summits\.narrowPeak:2: duplicate peak chr1:100-500"):
+        read_peak_file(path, counts_column=7)
+
+
 @pytest.mark.parametrize("lines", [[], ["track only", "# nothing else", ""]])
 def test_empty_peak_file_is_an_error(tmp_path, write_lines, lines):
     path = write_lines(tmp_path / "p.bed", lines)

@@ -126,7 +126,8 @@ class Recorder:
 
 
 def accessibility_target(window_scaling: bool = False) -> Target:
-    return Target(predicted_columns("accessibility", NAMES), window_scaling)
+    scaled = torch.tensor([False, False, False, True]) if window_scaling else None
+    return Target(predicted_columns("accessibility", NAMES), scaled)
 
 
 def test_accessibility_task_predicts_only_the_accessibility_column():
@@ -231,6 +232,18 @@ def test_window_scaling_standardises_by_the_unmasked_rows_and_maps_predictions_b
     assert torch.all(recorder.stats[:, [0, 1, 2, 4, 5, 6]] == 0)  # motif columns: 0 and log 1
     mean, _ = GaussianDiffusion().sample(recorder, x0, mask, target=target)
     assert torch.allclose(mean[0][mask[0]][:, 3], kept.mean())
+
+
+def test_window_scaling_in_the_spec_task_scales_accessibility_alone():
+    from getdiff.task import target
+
+    spec = target({"predict": "all", "scaling": "window"}, NAMES)
+    assert spec.columns is None and spec.scaled.tolist() == [False, False, False, True]
+    x0, mask, t, _ = inputs()
+    recorder = Recorder(torch.zeros_like(x0))
+    GaussianDiffusion().training_loss(recorder, x0, mask, t, torch.randn(x0.shape), target=spec)
+    unmasked = ~mask[0]
+    torch.testing.assert_close(recorder.seen[0][0][unmasked][:, :3], x0[0][unmasked][:, :3])
 
 
 def test_window_conditioning_starts_as_a_no_op_and_then_conditions_every_window():
