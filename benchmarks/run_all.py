@@ -81,7 +81,8 @@ def run_json(script: str, *args: object) -> dict:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"{script} failed (exit code {done.returncode})")
     result = json.loads(done.stdout)
-    result["command"] = shlex.join(["python", f"benchmarks/{script}", *map(str, args)])
+    shown = [os.path.relpath(a) if isinstance(a, Path) else str(a) for a in args]  # no home paths
+    result["command"] = shlex.join(["python", f"benchmarks/{script}", *shown])
     print(f"  done in {time.perf_counter() - began:.1f} s", flush=True)
     return result
 

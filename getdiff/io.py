@@ -109,16 +109,22 @@ def reading(path: str | Path) -> Iterator[None]:
 
 
 def make_directory(path: str | Path) -> None:
-    """``mkdir -p path``; a file in the way (``path`` or a parent) is an InputError naming it."""
+    """``mkdir -p path``; a file in the way (``path`` or a parent) or a directory that cannot be
+    written is an InputError naming it."""
     path = Path(path)
+    parts = (path, *path.parents)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        parts = (path, *path.parents)
         blocking = next((p for p in parts if p.exists() and not p.is_dir()), path)
         raise InputError(
             blocking, "is a file, not a directory; expected an output directory there"
         ) from None
+    except PermissionError as err:
+        path = next((p for p in parts if p.exists()), path)
+        raise InputError(path, f"cannot create a directory in it: {err.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(path, "Permission denied: expected a writable output directory")
 
 
 def _umask() -> int:

@@ -8,10 +8,13 @@ leave its output directory empty (no result, no temporary file).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -396,10 +399,12 @@ def counts_file_offset_by_one_base(inputs: Inputs) -> Case:
     return Case(argv, counts, None, "no match: 0 of 14 peaks found in the counts")
 
 
-def impute_argv(inputs: Inputs, prepared: Path, config: Path | None = None) -> list[str]:
-    argv = ["impute", "--config", str(config or inputs.toy["config"]), "--model"]
-    argv += [str(inputs.toy["model"]), "--cell-type", "toy", "--prepared-dir", str(prepared)]
-    return [*argv, "--output", str(inputs.out / "toy.parquet")]
+def impute_argv(
+    inputs: Inputs, prepared: Path, config: Path | None = None, model: Path | None = None
+) -> list[str]:
+    argv = ["impute", "--config", str(config or inputs.toy["config"])]
+    argv += ["--model", str(model or inputs.toy["model"]), "--cell-type", "toy"]
+    return [*argv, "--prepared-dir", str(prepared), "--output", str(inputs.out / "toy.parquet")]
 
 
 def windows_with_features_in_another_order(inputs: Inputs) -> Case:
@@ -430,6 +435,525 @@ def missing_regions_named_without_chr(inputs: Inputs) -> Case:
 def missing_regions_overlapping_no_window(inputs: Inputs) -> Case:
     argv, bed = impute_with_missing_regions(inputs, "chr11\t90000\t90100")
     return Case(argv, bed, None, "no match: 0 of 1 missing regions on windows")
+
+
+# --- hostile files: wrong columns and numbers, empty, not text, not a file, unreadable ---
+
+COUNTS = [f"{c}\t{s}\t{s + 50}\t{s // 100}" for c, s in SITES]  # line k is COUNTS[k - 1]
+SHEET_HEADER = "cell_type\tpeaks\tcounts_file\tcounts_column"
+
+
+def unblock_readers(fifo: Path, after: float = 20.0, during: float = 20.0) -> None:
+    """Should a reader ever block on ``fifo`` (a regression), writers that come and go from
+    ``after`` seconds on end each wait: the case then fails on its message, never hangs."""
+
+    def come_and_go() -> None:
+        time.sleep(after)
+        deadline = time.monotonic() + during
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # no reader (ENXIO) or the folder is gone
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            time.sleep(0.05)
+
+    threading.Thread(target=come_and_go, daemon=True).start()
+
+
+def hostile_path(path: Path, kind: str) -> Path:
+    """``path`` made a directory, a named pipe nobody writes to, a symlink to itself or a
+    file nobody may read (skipped where that does not bind: root reads it anyway)."""
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+        unblock_readers(path)
+    elif kind == "loop":
+        path.symlink_to(path.name)
+    elif kind == "unreadable":
+        write_text(path, PEAKS).chmod(0)
+        with contextlib.suppress(PermissionError), open(path, "rb"):
+            pytest.skip(f"chmod 0 does not bind here (euid {os.geteuid()})")
+    return path
+
+
+def peaks_fractional_start(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 4, "chr1\t400.5\t450\tp\t4"))
+    return Case(argv, peaks, 5, "start must be an integer below 10^18, got '400.5'")
+
+
+def peaks_negative_start(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 4, "chr1\t-5\t450\tp\t4"))
+    return Case(argv, peaks, 5, "coordinates must be >= 0 (0-based BED)")
+
+
+def peaks_coordinate_beyond_int64(inputs: Inputs) -> Case:
+    line = f"chr1\t400\t{2**63}\tp\t4"
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 4, line))
+    return Case(argv, peaks, 5, f"end must be an integer below 10^18, got '{2**63}'")
+
+
+def peaks_header_only(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=["track name=toy", "#chrom\tstart\tend"])
+    return Case(argv, peaks, None, "no peaks found: the file is empty or holds only header lines")
+
+
+def peaks_duplicate_peak(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 5, "chr1\t400\t450\tagain\t7"))
+    return Case(argv, peaks, 6, "duplicate peak chr1:400-450 (same as line 5); expected each")
+
+
+def peaks_space_separated_with_spaces_in_names(inputs: Inputs) -> Case:
+    # Without a tab the line is split on spaces, so the name's second word lands in column 5.
+    argv, peaks, _, _ = inputs.prepare(peaks=edited(PEAKS, 4, "chr1 400 450 peak four 4"))
+    return Case(argv, peaks, 5, "expected a finite number (count) in column 5, got 'four'")
+
+
+def peaks_utf16_spreadsheet_export(inputs: Inputs) -> Case:
+    argv, peaks, _, _ = inputs.prepare(peaks="\n".join(PEAKS).encode("utf-16"))
+    return Case(argv, peaks, 1, "not UTF-8 text; expected a plain-text (or gzip/bgzip)")
+
+
+def peaks_path_is_a_directory(inputs: Inputs) -> Case:
+    peaks = hostile_path(inputs.root / "peaks.bed", "directory")
+    argv, *_ = inputs.prepare(peaks=None)
+    return Case(argv, peaks, None, "cannot read the file: Is a directory")
+
+
+def peaks_named_pipe(inputs: Inputs) -> Case:
+    peaks = hostile_path(inputs.root / "peaks.bed", "fifo")
+    argv, *_ = inputs.prepare(peaks=None)
+    return Case(argv, peaks, None, "not a regular file (a named pipe, socket or device)")
+
+
+def peaks_symlink_loop(inputs: Inputs) -> Case:
+    peaks = hostile_path(inputs.root / "peaks.bed", "loop")
+    argv, *_ = inputs.prepare(peaks=None)
+    return Case(argv, peaks, None, "cannot read the file: Too many levels of symbolic links")
+
+
+def peaks_permission_denied(inputs: Inputs) -> Case:
+    peaks = hostile_path(inputs.root / "peaks.bed", "unreadable")
+    argv, *_ = inputs.prepare(peaks=None)
+    return Case(argv, peaks, None, "cannot read the file: Permission denied")
+
+
+def scan_fractional_start(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, "chr1\t310.5\t320\tA\t1"))
+    return Case(argv, scan, 3, "start (column 2) must be an integer below 10^18")
+
+
+def scan_coordinate_beyond_int64(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, f"chr1\t310\t{2**64}\tA\t1"))
+    return Case(argv, scan, 3, "end (column 3) must be an integer below 10^18")
+
+
+def scan_negative_start(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, "chr1\t-10\t320\tA\t1"))
+    return Case(argv, scan, 3, "coordinates must be >= 0 (0-based BED)")
+
+
+def scan_empty_file(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=b"")
+    return Case(argv, scan, None, "no motif hits found: the file is empty or holds only header")
+
+
+def scan_header_only(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=["#chrom\tstart\tend\tname\tscore"])
+    return Case(argv, scan, None, "no motif hits found: the file is empty or holds only header")
+
+
+def scan_not_utf8(inputs: Inputs) -> Case:
+    data = text(SCAN).replace(b"chr1\t410\t420\tA", b"chr1\t410\t420\t\xc4")  # Latin-1
+    argv, _, scan, _ = inputs.prepare(scan=data)
+    return Case(argv, scan, 4, "not UTF-8 text; expected a plain-text (or gzip/bgzip)")
+
+
+def scan_space_separated(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=[line.replace("\t", " ") for line in SCAN])
+    return Case(argv, scan, 1, "expected at least 5 columns: chrom start end name score")
+
+
+def scan_name_with_space_inside(inputs: Inputs) -> Case:
+    argv, _, scan, _ = inputs.prepare(scan=edited(SCAN, 2, "chr1\t310\t320\tA 1\t1"))
+    return Case(argv, scan, 3, "unknown motif cluster 'A 1' (closest known: A)")
+
+
+def scan_named_pipe(inputs: Inputs) -> Case:
+    scan = hostile_path(inputs.root / "scan.bed", "fifo")
+    argv, *_ = inputs.prepare(scan=None)
+    return Case(argv, scan, None, "not a regular file (a named pipe, socket or device)")
+
+
+def scan_symlink_loop(inputs: Inputs) -> Case:
+    scan = hostile_path(inputs.root / "scan.bed", "loop")
+    argv, *_ = inputs.prepare(scan=None)
+    return Case(argv, scan, None, "cannot read the file: Too many levels of symbolic links")
+
+
+def scan_path_is_a_directory(inputs: Inputs) -> Case:
+    scan = hostile_path(inputs.root / "scan.bed", "directory")
+    argv, *_ = inputs.prepare(scan=None)
+    return Case(argv, scan, None, "cannot read the file: Is a directory")
+
+
+def with_counts_file(inputs: Inputs, counts: list[str] | bytes, name: str) -> tuple[list, Path]:
+    """argv of `getdiff prepare` on the toy files with counts from the file ``name``."""
+    argv, peaks, _, _ = inputs.prepare()
+    path = inputs.root / name
+    path.write_bytes(counts if isinstance(counts, bytes) else text(counts))
+    write_text(inputs.root / "cell_types.tsv", [SHEET_HEADER, f"toy\t{peaks}\t{path}\t"])
+    return argv, path
+
+
+def counts_file_three_columns(inputs: Inputs) -> Case:
+    lines = edited(COUNTS, 2, "chr1\t300\t350")
+    argv, counts = with_counts_file(inputs, lines, "counts.bedGraph")
+    return Case(argv, counts, 3, "expected 4 columns: chrom start end count")
+
+
+def counts_file_nan_count(inputs: Inputs) -> Case:
+    lines = edited(COUNTS, 2, "chr1\t300\t350\tnan")
+    argv, counts = with_counts_file(inputs, lines, "counts.bedGraph")
+    return Case(argv, counts, 3, "expected a finite number (count) in column 4, got 'nan'")
+
+
+def counts_file_header_only(inputs: Inputs) -> Case:
+    argv, counts = with_counts_file(inputs, ["track type=bedGraph"], "counts.bedGraph")
+    return Case(argv, counts, None, "no counts found: the file is empty or holds only header")
+
+
+def counts_file_duplicate_peak(inputs: Inputs) -> Case:
+    argv, counts = with_counts_file(inputs, [*COUNTS, COUNTS[0]], "counts.bedGraph")
+    return Case(argv, counts, 15, "duplicate peak chr1:100-150 (same as line 1)")
+
+
+def counts_file_truncated_gzip(inputs: Inputs) -> Case:
+    data, line = truncated_gzip(COUNTS)
+    argv, counts = with_counts_file(inputs, data, "counts.bedGraph.gz")
+    return Case(argv, counts, line, "gzip data is truncated or corrupt")
+
+
+def counts_file_named_without_chr(inputs: Inputs) -> Case:
+    lines = [line.removeprefix("chr") for line in COUNTS]
+    argv, counts = with_counts_file(inputs, lines, "counts.bedGraph")
+    return Case(argv, counts, None, "no match: 0 of 14 peaks found in the counts")
+
+
+def with_cluster_names(inputs: Inputs, names: list[str] | bytes | None) -> tuple[list, Path]:
+    """argv of `getdiff prepare` on the toy files with the cluster-name file ``names``."""
+    argv, peaks, scan, _ = inputs.prepare()
+    clusters = inputs.root / "clusters.txt"
+    if names is not None:
+        clusters.write_bytes(names if isinstance(names, bytes) else text(names))
+    write_cli_config(inputs.root, peaks, scan, clusters)
+    return argv, clusters
+
+
+def cluster_names_empty(inputs: Inputs) -> Case:
+    argv, clusters = with_cluster_names(inputs, ["", ""])
+    return Case(argv, clusters, None, "no cluster names found: expected one name per line")
+
+
+def cluster_names_listed_twice(inputs: Inputs) -> Case:
+    argv, clusters = with_cluster_names(inputs, ["A", "B", "", "B", "C"])
+    return Case(argv, clusters, 4, "cluster name 'B' is listed twice (first on line 2)")
+
+
+def cluster_names_not_utf8(inputs: Inputs) -> Case:
+    argv, clusters = with_cluster_names(inputs, "A\nB\nC\nSOX\u00e9\n".encode("latin-1"))
+    return Case(argv, clusters, 4, "not UTF-8 text")
+
+
+def cluster_names_with_reserved_accessibility(inputs: Inputs) -> Case:
+    argv, clusters = with_cluster_names(inputs, FEATURES)
+    return Case(argv, clusters, None, "'accessibility' is reserved for the last feature")
+
+
+def cluster_names_path_is_a_directory(inputs: Inputs) -> Case:
+    hostile_path(inputs.root / "clusters.txt", "directory")
+    argv, clusters = with_cluster_names(inputs, None)
+    return Case(argv, clusters, None, "cannot read the file: Is a directory")
+
+
+def missing_regions_start_not_before_end(inputs: Inputs) -> Case:
+    argv, bed = impute_with_missing_regions(inputs, "chr11\t150\t100")
+    return Case(argv, bed, 1, "start must be < end (0-based half-open BED)")
+
+
+def missing_regions_two_columns(inputs: Inputs) -> Case:
+    argv, bed = impute_with_missing_regions(inputs, "chr11:100-150\tmasked")
+    return Case(argv, bed, 1, "expected at least 3 columns: chrom start end")
+
+
+def missing_regions_header_only(inputs: Inputs) -> Case:
+    argv, bed = impute_with_missing_regions(inputs, "#chrom\tstart\tend")
+    return Case(argv, bed, None, "no regions found: the file is empty or holds only header")
+
+
+def missing_regions_exponent_coordinate(inputs: Inputs) -> Case:
+    argv, bed = impute_with_missing_regions(inputs, "chr11\t1e2\t150")
+    return Case(argv, bed, 1, "start must be an integer below 10^18, got '1e2'")
+
+
+# --- inputs matching nothing ---
+
+
+def scan_only_on_unplaced_contigs(inputs: Inputs) -> Case:
+    scan = [f"chrUn_KI270302v1\t{s + 10}\t{s + 20}\tA\t2" for _, s in SITES]
+    argv, _, scan_path, _ = inputs.prepare(scan=scan)
+    return Case(argv, scan_path, None, "no motif hit lies on the peaks' chromosomes")
+
+
+def peaks_on_no_selected_chromosome(inputs: Inputs) -> Case:
+    split = {"validation_chromosomes": ["chr3"], "test_chromosomes": ["chr4"]}
+    argv, peaks, _, _ = inputs.prepare(prepare={"chromosomes": ["chr2", "chr3", "chr4"], **split})
+    return Case(argv, peaks, None, "no peak lies on the selected chromosomes ['chr2', 'chr3'")
+
+
+# --- configuration: typos, types, ranges, splits, devices, the cell-type sheet ---
+
+
+def edited_config(inputs: Inputs, edit: Callable[[dict], object]) -> Path:
+    """The toy config changed in place by ``edit``, written under the case's root."""
+    config = yaml.safe_load(inputs.toy["config"].read_text())
+    edit(config)
+    path = inputs.root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_argv(inputs: Inputs, config: Path) -> list[str]:
+    argv = ["train", "--config", str(config), "--group", "all"]
+    return [*argv, "--prepared-dir", str(inputs.toy["prepared"]), "--outdir", str(inputs.out)]
+
+
+def config_unknown_top_level_key(inputs: Inputs) -> Case:
+    argv, _, _, config = inputs.prepare(result="results")
+    return Case(argv, config, None, "unknown key 'result' (did you mean 'results'?)")
+
+
+def config_unknown_key_three_deep(inputs: Inputs) -> Case:
+    argv, _, _, config = inputs.prepare(model={"preset": "tiny", "lora": {"alfa": 32}})
+    return Case(
+        argv, config, None, "unknown key 'model.lora.alfa' (did you mean 'model.lora.alpha'"
+    )
+
+
+def config_unknown_train_key(inputs: Inputs) -> Case:
+    config = edited_config(inputs, lambda c: c["train"].update(max_step=5))
+    expected = "unknown key 'train.max_step' (did you mean 'train.max_steps'?)"
+    return Case(train_argv(inputs, config), config, None, expected)
+
+
+def config_chromosomes_as_one_string(inputs: Inputs) -> Case:
+    argv, _, _, config = inputs.prepare(prepare={"chromosomes": "chr1,chr10,chr11"})
+    expected = "key 'prepare.chromosomes': 'chr1,chr10,chr11' is not of type 'array'"
+    return Case(argv, config, None, expected)
+
+
+def config_batch_size_as_text(inputs: Inputs) -> Case:
+    config = edited_config(inputs, lambda c: c["train"].update(batch_size="8"))
+    expected = "key 'train.batch_size': '8' is not of type 'integer'"
+    return Case(train_argv(inputs, config), config, None, expected)
+
+
+def config_lora_dropout_above_one(inputs: Inputs) -> Case:
+    config = edited_config(inputs, lambda c: c["model"].update(lora={"dropout": 5}))
+    expected = "key 'model.lora.dropout': 5 is greater than the maximum of 1"
+    return Case(train_argv(inputs, config), config, None, expected)
+
+
+def config_model_dropout_out_of_range(inputs: Inputs) -> Case:
+    config = edited_config(inputs, lambda c: c["model"]["overrides"].update(dropout=1.5))
+    expected = "model option dropout must be in [0, 1), got 1.5"
+    return Case(train_argv(inputs, config), config, None, expected)
+
+
+def config_num_heads_not_dividing_embed_dim(inputs: Inputs) -> Case:
+    config = edited_config(inputs, lambda c: c["model"]["overrides"].update(num_heads=3))
+    expected = "model.embed_dim (16) must be divisible by model.num_heads (3)"
+    return Case(train_argv(inputs, config), config, None, expected)
+
+
+def config_beta_start_above_beta_end(inputs: Inputs) -> Case:
+    betas = {"beta_start": 0.02, "beta_end": 0.0001}
+    config = edited_config(inputs, lambda c: c.update(diffusion=betas))
+    argv = impute_argv(inputs, inputs.toy["prepared"], config)
+    return Case(argv, config, None, "key 'diffusion.beta_end': expected beta_start <= beta_end")
+
+
+def config_train_device_mps(inputs: Inputs) -> Case:
+    config = edited_config(inputs, lambda c: c["train"].update(device="mps"))
+    expected = "key 'train.device': 'mps' is not supported; use auto, cpu, cuda or cuda:N"
+    return Case(train_argv(inputs, config), config, None, expected)
+
+
+def config_impute_device_unknown(inputs: Inputs) -> Case:
+    config = edited_config(inputs, lambda c: c.update(impute={"device": "gpu"}))
+    argv = impute_argv(inputs, inputs.toy["prepared"], config)
+    return Case(argv, config, None, "key 'impute.device': 'gpu' is not a device name")
+
+
+def config_validation_chromosome_not_selected(inputs: Inputs) -> Case:
+    argv, _, _, config = inputs.prepare(prepare={"validation_chromosomes": ["chr12"]})
+    expected = "key 'prepare.validation_chromosomes': ['chr12'] not in prepare.chromosomes"
+    return Case(argv, config, None, expected)
+
+
+def config_validation_and_test_chromosomes_overlap(inputs: Inputs) -> Case:
+    argv, _, _, config = inputs.prepare(prepare={"test_chromosomes": ["chr10"]})
+    expected = "['chr10'] also in prepare.test_chromosomes; expected disjoint splits"
+    return Case(argv, config, None, expected)
+
+
+def config_group_with_unknown_cell_type(inputs: Inputs) -> Case:
+    config = edited_config(inputs, lambda c: c["train"].update(groups={"all": ["toy", "liver"]}))
+    expected = "key 'train.groups.all': unknown cell type(s) ['liver']; known: ['toy']"
+    return Case(train_argv(inputs, config), config, None, expected)
+
+
+def config_not_yaml(inputs: Inputs) -> Case:
+    argv, _, _, config = inputs.prepare()
+    config.write_text(config.read_text() + "prepare:\n\twindow_size: 4\n")
+    return Case(argv, config, None, "not valid YAML")
+
+
+def with_sheet(inputs: Inputs, rows: list[str], cell_type: str = "toy") -> tuple[list, Path]:
+    """argv of `getdiff prepare --cell-type CELL_TYPE`, the sheet holding ``rows`` ({peaks}:
+    the toy peaks)."""
+    argv, peaks, _, _ = inputs.prepare()
+    lines = [SHEET_HEADER, *(row.format(peaks=peaks) for row in rows)]
+    sheet = write_text(inputs.root / "cell_types.tsv", lines)
+    return [*argv[:4], cell_type, *argv[5:]], sheet
+
+
+def sheet_cell_type_listed_twice(inputs: Inputs) -> Case:
+    argv, sheet = with_sheet(inputs, ["toy\t{peaks}\t\t5", "toy\t{peaks}\t\t5"])
+    return Case(argv, sheet, None, "cell type 'toy' is listed twice")
+
+
+def sheet_row_without_peaks(inputs: Inputs) -> Case:
+    argv, sheet = with_sheet(inputs, ["toy\t\t\t5"])
+    return Case(argv, sheet, None, "line 2: column '(row)': 'peaks' is a required property")
+
+
+def sheet_row_with_extra_fields(inputs: Inputs) -> Case:
+    argv, sheet = with_sheet(inputs, ["toy\t{peaks}\t\t5", "liver\t{peaks}\t\t5\tadult"])
+    return Case(argv, sheet, None, "line 3: 5 tab-separated fields (or a NUL byte); expected")
+
+
+def sheet_without_the_requested_cell_type(inputs: Inputs) -> Case:
+    argv, sheet = with_sheet(inputs, ["toy\t{peaks}\t\t5"], cell_type="liver")
+    return Case(argv, sheet, None, "no cell type 'liver'; known: ['toy']")
+
+
+def sheet_counts_column_not_a_number(inputs: Inputs) -> Case:
+    argv, sheet = with_sheet(inputs, ["toy\t{peaks}\t\tscore"])
+    return Case(argv, sheet, None, "line 2: counts_column must be an integer column number")
+
+
+# --- models that do not fit the windows, and model files that are not models ---
+
+
+def model_for(inputs: Inputs, features: list[str], window_size: int) -> Path:
+    """A tiny model like the toy one for ``features`` and ``window_size``, saved as train does."""
+    torch.manual_seed(0)
+    model = build_model("tiny", **TINY, num_motif=len(features), num_regions=window_size)
+    extra = {"train_feature_mean": [0.5] * len(features), "feature_names": features}
+    path = inputs.root / "model.safetensors"
+    save_model(model, path, extra_metadata=extra)
+    return path
+
+
+def evaluate_argv(inputs: Inputs, model: Path) -> list[str]:
+    argv = ["evaluate", "--config", str(inputs.toy["config"]), "--group", "all", "--model"]
+    argv += [str(model), "--prepared-dir", str(inputs.toy["prepared"])]
+    return [*argv, "--outdir", str(inputs.out)]
+
+
+def toy_test_windows(inputs: Inputs) -> Path:
+    return inputs.toy["prepared"] / "toy" / "windows_test.parquet"
+
+
+def model_trained_on_other_feature_names(inputs: Inputs) -> Case:
+    model = model_for(inputs, ["CTCF", "AP1/1", "NFY", "accessibility"], 4)
+    argv = impute_argv(inputs, inputs.toy["prepared"], model=model)
+    expected = "feature 1 is 'A' but the model was trained with 'CTCF' there"
+    return Case(argv, toy_test_windows(inputs), None, expected)
+
+
+def model_with_another_feature_count(inputs: Inputs) -> Case:
+    model = model_for(inputs, ["A", "B", "C", "D", "accessibility"], 4)
+    expected = "has 4 features per region but the model expects 5"
+    return Case(evaluate_argv(inputs, model), toy_test_windows(inputs), None, expected)
+
+
+def model_of_another_window_size(inputs: Inputs) -> Case:
+    model = model_for(inputs, FEATURES, 6)
+    expected = "has windows of 4 regions but the model expects 6"
+    return Case(evaluate_argv(inputs, model), toy_test_windows(inputs), None, expected)
+
+
+def model_file_is_a_torch_checkpoint(inputs: Inputs) -> Case:
+    model = inputs.root / "model.safetensors"
+    torch.save({"model": {"cls_token": torch.zeros(1, 1, 16)}}, model)
+    argv = impute_argv(inputs, inputs.toy["prepared"], model=model)
+    return Case(argv, model, None, "not a readable .safetensors model file")
+
+
+def model_file_truncated(inputs: Inputs) -> Case:
+    model = inputs.root / "model.safetensors"
+    model.write_bytes(inputs.toy["model"].read_bytes()[:5000])
+    return Case(evaluate_argv(inputs, model), model, None, "not a readable .safetensors model")
+
+
+def model_file_missing(inputs: Inputs) -> Case:
+    model = inputs.root / "results" / "train" / "all" / "model.safetensors"
+    argv = impute_argv(inputs, inputs.toy["prepared"], model=model)
+    return Case(argv, model, None, "not a readable .safetensors model file")
+
+
+# --- output locations that cannot be written ---
+
+
+def prepare_outdir_is_a_file(inputs: Inputs) -> Case:
+    argv, *_ = inputs.prepare()
+    inputs.out.write_text("not a directory\n")
+    return Case(argv, inputs.out, None, "is a file, not a directory; expected an output directory")
+
+
+def evaluate_outdir_under_a_file(inputs: Inputs) -> Case:
+    blocking = write_text(inputs.out / "evaluate", ["a file where a folder should be"])
+    argv = evaluate_argv(inputs, inputs.toy["model"])
+    argv[-1] = str(blocking / "all")
+    return Case(argv, blocking, None, "is a file, not a directory; expected an output directory")
+
+
+def train_outdir_is_a_file(inputs: Inputs) -> Case:
+    argv = inputs.train()
+    inputs.out.write_text("not a directory\n")
+    return Case(argv, inputs.out, None, "is a file, not a directory; expected an output directory")
+
+
+def impute_output_is_a_directory(inputs: Inputs) -> Case:
+    argv = impute_argv(inputs, inputs.toy["prepared"])
+    output = Path(argv[-1])
+    output.mkdir(parents=True)
+    return Case(argv, output, None, "is a directory; expected the path of a file to write")
+
+
+def impute_output_in_read_only_directory(inputs: Inputs) -> Case:
+    argv = impute_argv(inputs, inputs.toy["prepared"])
+    inputs.out.mkdir()
+    inputs.out.chmod(0o555)
+    with contextlib.suppress(PermissionError), open(inputs.out / "probe", "w"):
+        pytest.skip(f"chmod 555 does not bind here (euid {os.geteuid()})")
+    return Case(argv, inputs.out, None, "Permission denied: expected a writable output directory")
+
+
+def demo_data_out_is_a_file(inputs: Inputs) -> Case:
+    inputs.out.write_text("not a directory\n")
+    argv = ["demo-data", "--out", str(inputs.out), "--peaks-per-cell-type", "1000"]
+    return Case(argv, inputs.out, None, "is a file, not a directory; expected an output directory")
 
 
 BAD_INPUTS = [
@@ -466,6 +990,77 @@ BAD_INPUTS = [
     windows_with_features_in_another_order,
     missing_regions_named_without_chr,
     missing_regions_overlapping_no_window,
+    peaks_fractional_start,
+    peaks_negative_start,
+    peaks_coordinate_beyond_int64,
+    peaks_header_only,
+    peaks_duplicate_peak,
+    peaks_space_separated_with_spaces_in_names,
+    peaks_utf16_spreadsheet_export,
+    peaks_path_is_a_directory,
+    peaks_named_pipe,
+    peaks_symlink_loop,
+    peaks_permission_denied,
+    scan_fractional_start,
+    scan_coordinate_beyond_int64,
+    scan_negative_start,
+    scan_empty_file,
+    scan_header_only,
+    scan_not_utf8,
+    scan_space_separated,
+    scan_name_with_space_inside,
+    scan_named_pipe,
+    scan_symlink_loop,
+    scan_path_is_a_directory,
+    counts_file_three_columns,
+    counts_file_nan_count,
+    counts_file_header_only,
+    counts_file_duplicate_peak,
+    counts_file_truncated_gzip,
+    counts_file_named_without_chr,
+    cluster_names_empty,
+    cluster_names_listed_twice,
+    cluster_names_not_utf8,
+    cluster_names_with_reserved_accessibility,
+    cluster_names_path_is_a_directory,
+    missing_regions_start_not_before_end,
+    missing_regions_two_columns,
+    missing_regions_header_only,
+    missing_regions_exponent_coordinate,
+    scan_only_on_unplaced_contigs,
+    peaks_on_no_selected_chromosome,
+    config_unknown_top_level_key,
+    config_unknown_key_three_deep,
+    config_unknown_train_key,
+    config_chromosomes_as_one_string,
+    config_batch_size_as_text,
+    config_lora_dropout_above_one,
+    config_model_dropout_out_of_range,
+    config_num_heads_not_dividing_embed_dim,
+    config_beta_start_above_beta_end,
+    config_train_device_mps,
+    config_impute_device_unknown,
+    config_validation_chromosome_not_selected,
+    config_validation_and_test_chromosomes_overlap,
+    config_group_with_unknown_cell_type,
+    config_not_yaml,
+    sheet_cell_type_listed_twice,
+    sheet_row_without_peaks,
+    sheet_row_with_extra_fields,
+    sheet_without_the_requested_cell_type,
+    sheet_counts_column_not_a_number,
+    model_trained_on_other_feature_names,
+    model_with_another_feature_count,
+    model_of_another_window_size,
+    model_file_is_a_torch_checkpoint,
+    model_file_truncated,
+    model_file_missing,
+    prepare_outdir_is_a_file,
+    evaluate_outdir_under_a_file,
+    train_outdir_is_a_file,
+    impute_output_is_a_directory,
+    impute_output_in_read_only_directory,
+    demo_data_out_is_a_file,
 ]
 
 
