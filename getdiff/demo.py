@@ -56,7 +56,7 @@ from getdiff.config import validate_config
 from getdiff.errors import ConfigError
 from getdiff.io import atomic_path
 from getdiff.motifs import load_cluster_names
-from getdiff.peaks import natural_chrom_key
+from getdiff.peaks import DEFAULT_CHROMOSOMES, natural_chrom_key
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,6 @@ HG38_SIZES: dict[str, int] = {
     "chrX": 156040895,
     "chrY": 57227415,
 }
-DEFAULT_DEMO_CHROMOSOMES = [f"chr{i}" for i in range(1, 23)] + ["chrX"]
 CELL_TYPES = ("demo_myeloid", "demo_liver", "demo_lymphoid")
 COUNTS_COLUMN = 7
 SHARED_FRACTION = 0.6
@@ -234,7 +233,7 @@ def _write_scan(path: Path, data: bytes) -> None:
 
 def _check_arguments(chromosomes: Sequence[str] | None, peaks_per_cell_type: int) -> list[str]:
     """The demo's chromosomes in natural order; bad arguments raise ConfigError."""
-    chroms = list(chromosomes) if chromosomes else list(DEFAULT_DEMO_CHROMOSOMES)
+    chroms = list(chromosomes) if chromosomes else list(DEFAULT_CHROMOSOMES)
     unknown = [c for c in chroms if c not in HG38_SIZES]
     if unknown:
         raise ConfigError(f"demo: unknown chromosome(s) {unknown}; expected hg38 names like chr1")

@@ -44,7 +44,7 @@ from getdiff.io import exclusive, output_set
 from getdiff.metrics import ScoredRegions, centre_by_group, metrics_per_column, pool, score
 from getdiff.model import load_model, model_metadata
 from getdiff.task import model_task, predicted_features
-from getdiff.tensors import ACCESSIBILITY, WindowSet, load_window_set
+from getdiff.tensors import ACCESSIBILITY, WindowSet, load_window_set, windows_path
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +252,8 @@ def run(args: argparse.Namespace) -> None:
         raise GetdiffError(f"unknown group {args.group!r}; configured: {sorted(members)}")
     split = section["split"]
     prepared = Path(args.prepared_dir)
-    paths = {ct: prepared / ct / f"windows_{split}.parquet" for ct in members[args.group]}
-    train_paths = {ct: prepared / ct / "windows_train.parquet" for ct in members[args.group]}
+    paths = {ct: windows_path(prepared, ct, split) for ct in members[args.group]}
+    train_paths = {ct: windows_path(prepared, ct, "train") for ct in members[args.group]}
     task = model_task(model_metadata(args.model), config, args.model)
     result = evaluate_group(
         args.model,

@@ -50,7 +50,7 @@ from getdiff.io import atomic_path
 from getdiff.model import load_model, model_metadata
 from getdiff.peaks import harmonise_chrom, read_bed_regions
 from getdiff.task import SPEC_TASK, model_task, predicted_features
-from getdiff.tensors import WindowSet, load_window_set, to_raw_units
+from getdiff.tensors import WindowSet, load_window_set, to_raw_units, windows_file
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     section = config["impute"]
     prepared = Path(args.prepared_dir) / args.cell_type
-    paths = {split: prepared / f"windows_{split}.parquet" for split in section["splits"]}
+    paths = {split: prepared / windows_file(split) for split in section["splits"]}
     diffusion = GaussianDiffusion.from_config(config["diffusion"])
     impute_cell_type(
         args.model,

@@ -45,25 +45,25 @@ from getdiff.peaks import load_peaks, natural_chrom_key
 from getdiff.tensors import (
     ACCESSIBILITY,
     MANIFEST,
+    SPLITS,
     WindowLayout,
     layout_windows,
     manifest,
     normalise_accessibility,
     normalise_motifs,
+    windows_file,
     write_region_table,
     write_window_set,
 )
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
-
 
 def output_paths(outdir: str | Path) -> dict[str, Path]:
     """Output files of one cell type: the manifest (renamed in last), 'regions', one per split."""
     outdir = Path(outdir)
     paths = {MANIFEST: outdir / MANIFEST, "regions": outdir / "regions.parquet"}
-    paths.update({split: outdir / f"windows_{split}.parquet" for split in SPLITS})
+    paths.update({split: outdir / windows_file(split) for split in SPLITS})
     return paths
 
 
@@ -366,7 +366,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 __all__ = [
-    "SPLITS",
     "PrepareSettings",
     "output_paths",
     "prepare_cell_type",

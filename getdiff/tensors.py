@@ -43,6 +43,19 @@ log = logging.getLogger(__name__)
 
 METADATA_KEY = b"getdiff"
 ACCESSIBILITY = "accessibility"
+SPLITS = ("train", "validation", "test")
+
+
+def windows_file(split: str) -> str:
+    """File name of a split's windows inside a cell type's prepared folder."""
+    return f"windows_{split}.parquet"
+
+
+def windows_path(prepared_dir: str | Path, cell_type: str, split: str) -> Path:
+    """``{prepared_dir}/{cell_type}/windows_{split}.parquet``."""
+    return Path(prepared_dir) / cell_type / windows_file(split)
+
+
 CPM_SCALE = 1e5  # GET's "CPM" uses 1e5, not 1e6
 COORDINATE_COLUMNS = ["chrom", "start", "end", "name", "region_id"]
 REGIONS_FORMAT = "getdiff.regions/1"

@@ -73,7 +73,7 @@ from getdiff.io import atomic_dir, atomic_path, exclusive, output_set
 from getdiff.lora import unwrap
 from getdiff.model import build_model, count_parameters, save_model, train_step_flops
 from getdiff.task import target as task_target
-from getdiff.tensors import load_window_set, region_midpoints
+from getdiff.tensors import load_window_set, region_midpoints, windows_path
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def load_split_windows(
     features, positions, starts, names, window_size = [], [], [], None, None
     offset, counts = 0, []
     for cell_type in cell_types:
-        path = Path(prepared_dir) / cell_type / f"windows_{split}.parquet"
+        path = windows_path(prepared_dir, cell_type, split)
         if not path.exists():
             raise InputError(path, "window tensors not found (run `getdiff prepare` first)")
         windows = load_window_set(path)
@@ -493,11 +493,8 @@ def prepare_run(
     )
     if val is None:
         log.warning("no validation windows: the final weights are kept (no best-model selection)")
-    inputs = [
-        Path(prepared_dir) / ct / f"windows_{s}.parquet"
-        for ct in cell_types
-        for s in ("train", "validation")
-    ]
+    splits = ("train", "validation")
+    inputs = [windows_path(prepared_dir, ct, split) for ct in cell_types for split in splits]
     return Run(
         config=config,
         cell_types=cell_types,

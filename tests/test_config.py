@@ -170,3 +170,11 @@ def test_a_misspelt_key_names_the_closest_valid_one():
 def test_betas_out_of_order_are_a_config_error_before_any_work():
     with pytest.raises(ConfigError, match="beta_start <= beta_end < 1"):
         validate_config({**MINIMAL, "diffusion": {"beta_start": 0.03, "beta_end": 0.02}})
+
+
+def test_the_schema_default_chromosomes_are_the_readers_default():
+    from getdiff.config import validate_config
+    from getdiff.peaks import DEFAULT_CHROMOSOMES
+
+    config = validate_config({"cell_types": "x.tsv", "motif_scan": "x.bed"})
+    assert config["prepare"]["chromosomes"] == list(DEFAULT_CHROMOSOMES)

@@ -10,6 +10,7 @@ sys.path.insert(0, workflow.basedir)
 from getdiff.config import load_cell_types, stage_config_json, train_groups, validate_config
 from getdiff.errors import ConfigError
 from getdiff.demo import CELL_TYPES as DEMO_CELL_TYPES
+from getdiff.tensors import SPLITS, windows_file
 
 # getdiff's own validation (the schema in ../schemas/config.schema.yaml): one line naming the key
 # and the closest valid one, instead of a schema dump; defaults are filled in place.
@@ -20,7 +21,6 @@ try:
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 RESULTS = Path(config["results"])
-SPLITS = ["train", "validation", "test"]
 # The CLI that all rules call, i.e. this checkout's getdiff, in whichever env the rule runs.
 GETDIFF = f"PYTHONPATH={workflow.basedir}${{PYTHONPATH:+:$PYTHONPATH}} python -m getdiff"
 

@@ -6,10 +6,10 @@ rule evaluate:
         model=rules.train.output.model,
         history=rules.train.output.history,
         windows=lambda wildcards: prepared(
-            GROUPS[wildcards.group], [f"windows_{config['evaluate']['split']}.parquet"]
+            GROUPS[wildcards.group], [windows_file(config["evaluate"]["split"])]
         ),
         # the ridge baseline is fitted on each cell type's training windows
-        training=lambda wildcards: prepared(GROUPS[wildcards.group], ["windows_train.parquet"]),
+        training=lambda wildcards: prepared(GROUPS[wildcards.group], [windows_file("train")]),
     output:
         metrics=RESULTS / "evaluate" / "{group}" / "metrics.json",
         per_feature=RESULTS / "evaluate" / "{group}" / "metrics_per_feature.tsv",

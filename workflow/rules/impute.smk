@@ -5,7 +5,7 @@ rule impute:
     input:
         model=rules.train.output.model,
         windows=lambda wildcards: prepared(
-            [wildcards.cell_type], [f"windows_{s}.parquet" for s in config["impute"]["splits"]]
+            [wildcards.cell_type], [windows_file(s) for s in config["impute"]["splits"]]
         ),
         missing=[config["impute"]["missing_regions"]] if config["impute"]["missing_regions"] else [],
     output:

@@ -8,9 +8,7 @@ rule prepare:
         motif_scan=config["motif_scan"],
     output:
         regions=RESULTS / "prepare" / "{cell_type}" / "regions.parquet",
-        windows=expand(
-            RESULTS / "prepare" / "{{cell_type}}" / "windows_{split}.parquet", split=SPLITS
-        ),
+        windows=[RESULTS / "prepare" / "{cell_type}" / windows_file(s) for s in SPLITS],
         manifest=RESULTS / "prepare" / "{cell_type}" / "manifest.json",
     log:
         RESULTS / "logs" / "prepare" / "{cell_type}.log",

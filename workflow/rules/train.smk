@@ -4,7 +4,7 @@
 rule train:
     input:
         windows=lambda wildcards: prepared(
-            GROUPS[wildcards.group], ["windows_train.parquet", "windows_validation.parquet"]
+            GROUPS[wildcards.group], [windows_file("train"), windows_file("validation")]
         ),
     output:
         model=RESULTS / "train" / "{group}" / "model.safetensors",
