@@ -341,13 +341,21 @@ def _write_sheet_and_config(
     max_span = int(np.ceil(2 * WINDOW_SIZE * spacing / 1e6)) * 1_000_000
     # The demo has no pretrained weights to adapt, and must train on a laptop CPU: the tiny
     # preset trained in full (the spec preset with LoRA on random weights would take ~15 h).
+    # Positions, window scaling and the cell-type embedding as in config/config.yaml.
     config = {
         "cell_types": str(paths["cell_types"]),
         "motif_scan": str(paths["motif_scan"]),
         "genome": "hg38",
         "prepare": {"max_span": max_span},
-        "model": {"preset": "tiny", "use_lora": False},
+        "task": {"scaling": "window"},
+        "model": {
+            "preset": "tiny",
+            "use_lora": False,
+            "positions": "rotary",
+            "cell_type_embedding": True,
+        },
         "train": {"lr": 0.003, "max_steps": 1000},
+        "evaluate": {"num_samples": 8},
     }
     validate_config(config, source="demo config")
     header = (
