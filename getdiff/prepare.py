@@ -207,12 +207,13 @@ def region_features(settings: PrepareSettings) -> tuple[pd.DataFrame, np.ndarray
     check_match_rate(
         with_hits, len(table), "peaks with motif hits", settings.motif_scan, settings.peaks
     )
-    motif_values, motif_max = normalise_motifs(scores)
+    # The (n, F) feature matrix is filled in place: motif block, then accessibility.
+    features = np.empty((len(table), len(names) + 1), np.float32)
+    _, motif_max = normalise_motifs(scores, out=features[:, :-1])
     del scores
     has_counts = settings.counts_column is not None or settings.counts_file is not None
     counts = table["counts"].to_numpy() if has_counts else None
-    acc_values, acc_scaling = normalise_accessibility(counts, len(table))
-    features = np.concatenate([motif_values, acc_values[:, None]], axis=1)
+    features[:, -1], acc_scaling = normalise_accessibility(counts, len(table))
     regions = table[["chrom", "start", "end", "name"]].copy()
     regions["region_id"] = np.arange(len(regions), dtype=np.int64)
     meta: dict[str, Any] = {

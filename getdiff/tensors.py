@@ -80,13 +80,22 @@ _REQUIRED = {
 # --------------------------------------------------------------------------- normalisation
 
 
-def normalise_motifs(scores: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """Max-scale each column of (n, C) scores to [0, 1] -> (float32 values, per-column max)."""
+def normalise_motifs(
+    scores: np.ndarray, out: np.ndarray | None = None
+) -> tuple[np.ndarray, list[float]]:
+    """Max-scale each column of (n, C) scores to [0, 1] -> (float32 values, per-column max).
+
+    ``out`` (n, C) float32, e.g. the motif block of the feature matrix, receives the values
+    without an intermediate copy.
+    """
     maxima = scores.max(axis=0) if len(scores) else np.zeros(scores.shape[1], np.float32)
     maxima = maxima.astype(np.float32)
     safe = np.where(maxima > 0, maxima, np.float32(1))
-    values = np.clip(scores / safe, 0, 1).astype(np.float32)
-    return values, [float(m) for m in maxima]
+    if out is None:
+        out = np.empty(scores.shape, np.float32)
+    np.divide(scores, safe, out=out, casting="same_kind")
+    np.clip(out, 0, 1, out=out)
+    return out, [float(m) for m in maxima]
 
 
 def normalise_accessibility(counts: np.ndarray | None, n: int) -> tuple[np.ndarray, dict]:
@@ -286,7 +295,8 @@ def write_window_set(
         "score_from": [int(s) for s in score_from],
     }
     table = pa.table(columns).replace_schema_metadata(_schema_metadata(full))
-    pq.write_table(table, path, compression="zstd", use_dictionary=False)
+    # Statistics of the features list would take as long as the rest of the write; none reads them.
+    pq.write_table(table, path, compression="zstd", use_dictionary=False, write_statistics=False)
 
 
 # --------------------------------------------------------------------------- loading
