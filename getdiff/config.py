@@ -155,6 +155,10 @@ def load_cell_types(path: str | Path) -> pd.DataFrame:
             raise ConfigError(f"{path}: line {i + 2}: column '{key}': {error.message}")
         if row["counts_file"] is not None and row["counts_column"] is not None:
             raise ConfigError(f"{path}: line {i + 2}: give counts_file or counts_column, not both")
+        if row["barcodes"] is not None and row["counts_file"] is None:
+            raise ConfigError(
+                f"{path}: line {i + 2}: barcodes needs a fragments file in counts_file"
+            )
         rows.append(row)
     if not rows:
         raise ConfigError(f"{path}: cell-type sheet has no rows")

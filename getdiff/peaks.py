@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from getdiff.errors import InputError, raise_first_bad_line
+from getdiff.fragments import count_insertions, counts_format
 from getdiff.intervals import COORDINATE_PATTERN, check_match_rate
 from getdiff.io import open_text, reading
 
@@ -290,18 +291,28 @@ def load_peaks(
     chromosomes: Sequence[str] = DEFAULT_CHROMOSOMES,
     drop_zero_accessibility: bool = True,
     duplicate_peaks: str = "error",
+    barcodes: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read, validate, filter and sort one cell type's peaks -> (peaks, dropped per reason)."""
+    """Read, validate, filter and sort one cell type's peaks -> (peaks, dropped per reason).
+
+    ``counts_file`` is a bedGraph or a fragments file (told apart by content, see
+    :mod:`getdiff.fragments`); ``barcodes`` selects the fragments counted (fragments only).
+    """
     if counts_column is not None and counts_file is not None:
         raise ValueError("give counts_column or counts_file, not both")
     peaks = read_peak_file(path, counts_column=counts_column, duplicates=duplicate_peaks)
-    missing = 0
-    if counts_file is not None:
+    missing = None
+    if counts_file is not None and counts_format(counts_file) == "fragments":
+        counts = count_insertions(counts_file, peaks, barcodes, source=str(path))
+        peaks = peaks.assign(counts=counts.astype(np.float64))
+    elif counts_file is not None:
+        if barcodes is not None:
+            raise InputError(counts_file, "barcodes need a fragments file; this is a bedGraph")
         peaks, missing = attach_counts(peaks, read_counts_file(counts_file))
         matched = len(peaks) - missing
         check_match_rate(matched, len(peaks), "peaks found in the counts", counts_file, path)
     peaks, dropped = select_and_sort(path, peaks, chromosomes, drop_zero_accessibility)
-    if counts_file is not None:
+    if missing is not None:
         dropped["missing_from_counts_file"] = missing
     return peaks, dropped
 

@@ -38,6 +38,7 @@ import pandas as pd
 from getdiff import __version__
 from getdiff.config import add_config_arguments, config_from_args, load_cell_types, load_config
 from getdiff.errors import ConfigError, InputError
+from getdiff.fragments import read_barcodes
 from getdiff.intervals import check_match_rate
 from getdiff.io import exclusive, output_set
 from getdiff.motifs import aggregate_motif_scores, load_cluster_names, load_motif_mapping
@@ -119,6 +120,7 @@ class PrepareSettings:
     peaks: Path
     counts_column: int | None
     counts_file: Path | None
+    barcodes: Path | None
     motif_scan: Path
     cluster_names: Path | None
     motif_to_cluster: Path | None
@@ -144,6 +146,7 @@ class PrepareSettings:
             if counts_column is None or pd.isna(counts_column)
             else int(counts_column),
             counts_file=path(row.get("counts_file")),
+            barcodes=path(row.get("barcodes")),
             motif_scan=Path(config["motif_scan"]),
             cluster_names=path(config["cluster_names"]),
             motif_to_cluster=path(config["motif_to_cluster"]),
@@ -176,6 +179,7 @@ def region_features(settings: PrepareSettings) -> tuple[pd.DataFrame, np.ndarray
     mapping = (
         load_motif_mapping(settings.motif_to_cluster, names) if settings.motif_to_cluster else None
     )
+    barcodes = read_barcodes(settings.barcodes, settings.cell_type) if settings.barcodes else None
     table, dropped = load_peaks(
         settings.peaks,
         counts_column=settings.counts_column,
@@ -183,6 +187,7 @@ def region_features(settings: PrepareSettings) -> tuple[pd.DataFrame, np.ndarray
         chromosomes=section["chromosomes"],
         drop_zero_accessibility=section["drop_zero_accessibility"],
         duplicate_peaks=section["duplicate_peaks"],
+        barcodes=barcodes,
     )
     log.info(
         "%s: %d peaks kept from %s (dropped: %s)",

@@ -61,7 +61,7 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 RUN_KEYS = ("chunk_lines", "use_index")
-ROW_KEYS = ("cell_type", "peaks", "counts_column", "counts_file")
+ROW_KEYS = ("cell_type", "peaks", "counts_column", "counts_file", "barcodes")
 TOP_KEYS = ("motif_scan", "cluster_names", "motif_to_cluster", "genome")
 
 

@@ -30,8 +30,8 @@ def peaks_of(wildcards):
 
 
 def counts_of(wildcards):
-    counts = CELL_TYPES.loc[wildcards.cell_type, "counts_file"]
-    return [counts] if counts else []
+    row = CELL_TYPES.loc[wildcards.cell_type]
+    return [path for path in (row["counts_file"], row["barcodes"]) if path]
 
 
 def prepared(cell_types, names):

@@ -1,0 +1,143 @@
+"""Counts from a fragments file: insertion sites per peak against a hand-computed table,
+barcode lists and groups (pseudobulk), format detection, streaming and the errors."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import prepare_with
+
+import getdiff.fragments as fragments
+from getdiff.errors import InputError
+from getdiff.fragments import count_insertions, counts_format, read_barcodes
+from getdiff.tensors import load_regions
+
+PEAKS = pd.DataFrame(
+    {"chrom": ["chr1", "chr1", "chr2"], "start": [100, 150, 0], "end": [200, 300, 50]}
+)
+# Insertion sites are start and end - 1 (0-based): 90/119, 160/169 (both peaks 1 and 2),
+# 250/399, 10/19 (chr2), and chrM (no peak there).
+FRAGMENTS = [
+    "# id=demo",
+    "# pipeline=cellranger-atac",
+    "chr1\t90\t120\tAAA\t1",
+    "chr1\t160\t170\tBBB\t3",
+    "chr1\t250\t400\tAAA\t1",
+    "chr2\t10\t20\tCCC\t1",
+    "chrM\t1\t5\tAAA\t2",
+]
+
+
+@pytest.fixture
+def fragments_file(tmp_path, write_lines):
+    return write_lines(tmp_path / "fragments.tsv.gz", FRAGMENTS, gz=True)
+
+
+def test_insertion_sites_per_peak_match_the_hand_computed_table(fragments_file):
+    counts = count_insertions(fragments_file, PEAKS, source="peaks.bed")
+    # peak 1: 119, 160, 169; peak 2 (overlaps peak 1): 160, 169, 250; chr2: 10, 19.
+    assert counts.tolist() == [3, 3, 2]
+
+
+def test_a_barcode_list_counts_only_its_fragments(fragments_file, tmp_path, write_lines):
+    listed = write_lines(tmp_path / "barcodes.txt", ["AAA"])
+    counts = count_insertions(fragments_file, PEAKS, read_barcodes(listed, "any"))
+    assert counts.tolist() == [1, 1, 0]
+
+
+def test_two_barcode_groups_of_one_file_give_two_cell_types(fragments_file, tmp_path, write_lines):
+    table = write_lines(tmp_path / "groups.tsv", ["AAA\tT1", "BBB\tT2", "CCC\tT2"])
+    t1 = count_insertions(fragments_file, PEAKS, read_barcodes(table, "T1"))
+    t2 = count_insertions(fragments_file, PEAKS, read_barcodes(table, "T2"))
+    assert t1.tolist() == [1, 1, 0] and t2.tolist() == [2, 2, 2]
+    assert (t1 + t2).tolist() == count_insertions(fragments_file, PEAKS).tolist()
+
+
+def test_counts_do_not_depend_on_the_block_size(fragments_file, monkeypatch):
+    whole = count_insertions(fragments_file, PEAKS)
+    monkeypatch.setattr(fragments, "BLOCK_BYTES", 32)  # a few lines per block
+    assert count_insertions(fragments_file, PEAKS).tolist() == whole.tolist()
+
+
+def test_the_format_is_read_from_the_content(fragments_file, tmp_path, write_lines):
+    assert counts_format(fragments_file) == "fragments"
+    bedgraph = write_lines(tmp_path / "fragments.bed", ["track x", "chr1\t100\t200\t7"])
+    assert counts_format(bedgraph) == "bedgraph"
+    bam = tmp_path / "reads.txt"
+    with gzip.open(bam, "wb") as handle:  # BGZF is gzip; a BAM starts with BAM\1 inside
+        handle.write(b"BAM\x01" + bytes(20))
+    with pytest.raises(InputError, match="is a BAM/CRAM file"):
+        counts_format(bam)
+
+
+def test_a_barcode_list_matching_no_fragment_names_both_files(
+    fragments_file, tmp_path, write_lines
+):
+    listed = write_lines(tmp_path / "barcodes.txt", ["ZZZ", "YYY"])
+    with pytest.raises(InputError, match=r"fragments\.tsv\.gz: no match: 0 of 5 fragments.*p\.bed"):
+        count_insertions(fragments_file, PEAKS, read_barcodes(listed, "x"), source="p.bed")
+
+
+def test_a_group_absent_from_the_barcode_table_is_an_error(tmp_path, write_lines):
+    table = write_lines(tmp_path / "groups.tsv", ["AAA\tT1"])
+    with pytest.raises(
+        InputError, match=r"groups\.tsv: no barcode of group 'T9'; groups: \['T1'\]"
+    ):
+        read_barcodes(table, "T9")
+
+
+def test_fragments_named_without_chr_are_an_error_with_the_hint(tmp_path, write_lines):
+    path = write_lines(tmp_path / "f.tsv", [line.replace("chr", "") for line in FRAGMENTS[2:]])
+    with pytest.raises(
+        InputError, match="no fragment lies on a chromosome of the peaks.*chr1 vs 1"
+    ):
+        count_insertions(path, PEAKS, source="p.bed")
+
+
+def test_fragments_in_no_peak_are_an_error(tmp_path, write_lines):
+    path = write_lines(tmp_path / "f.tsv", ["chr1\t1000\t1100\tAAA\t1"])
+    with pytest.raises(InputError, match="no insertion site lies in any peak of p.bed"):
+        count_insertions(path, PEAKS, source="p.bed")
+
+
+def test_a_malformed_fragment_line_is_an_error_naming_the_file(tmp_path, write_lines):
+    path = write_lines(tmp_path / "f.tsv", ["chr1\t90\t120\tAAA\t1", "chr1\tx\t120\tAAA\t1"])
+    with pytest.raises(InputError, match=r"f\.tsv: not a fragments file"):
+        count_insertions(path, PEAKS)
+
+
+def test_prepare_takes_accessibility_from_a_fragments_file(tmp_path, write_lines):
+    peaks = write_lines(tmp_path / "peaks.bed", ["chr1\t100\t200", "chr1\t150\t300", "chr2\t0\t50"])
+    scan = write_lines(tmp_path / "scan.bed", ["chr1\t110\t120\tA\t3", "chr2\t5\t9\tB\t2"])
+    clusters = write_lines(tmp_path / "clusters.txt", ["A", "B"])
+    fragments_file = write_lines(tmp_path / "fragments.tsv", FRAGMENTS)
+    groups = write_lines(tmp_path / "groups.tsv", ["AAA\tT1", "BBB\tT2", "CCC\tT2"])
+    prepare_with(
+        tmp_path / "out",
+        cell_type="T2",
+        peaks=peaks,
+        counts_file=fragments_file,
+        barcodes=groups,
+        motif_scan=scan,
+        cluster_names=clusters,
+        chromosomes=["chr1", "chr2"],
+        window_size=2,
+        max_span=10**9,
+        validation_chromosomes=[],
+        test_chromosomes=["chr2"],
+        drop_zero_accessibility=False,
+    )
+    regions = load_regions(tmp_path / "out" / "regions.parquet")
+    # counts 2, 2, 2 -> equal log-CPM -> every normalised accessibility is 1
+    np.testing.assert_allclose(regions["accessibility"].to_numpy(), 1.0)
+    meta = regions.attrs["getdiff"]
+    assert meta["scaling"]["accessibility"]["total_counts"] == 6
+
+
+def test_a_fragments_file_without_the_count_column_is_read(tmp_path, write_lines):
+    four = [line.rsplit("\t", 1)[0] if not line.startswith("#") else line for line in FRAGMENTS]
+    path = write_lines(tmp_path / "f.tsv", four)
+    assert count_insertions(path, PEAKS).tolist() == [3, 3, 2]
