@@ -303,6 +303,43 @@ def _write_peaks(out: Path, chroms: list[str], sites: dict[str, np.ndarray]) -> 
     return paths
 
 
+def _write_fragments(
+    out: Path, chroms: list[str], sites: dict[str, np.ndarray], cell_type: str, seed: int
+) -> Path:
+    """A 10x-style fragments file whose insertion sites per peak equal the cell type's counts.
+
+    A peak with count c gets c // 2 fragments with both insertion sites (start, end - 1) inside
+    it, and for odd c one fragment starting at its last base and ending 20 bp past it (demo
+    peaks are kilobases apart, so that site falls in no peak). Barcodes come from a pool of 500.
+    """
+    k = CELL_TYPES.index(cell_type)
+    rng = np.random.default_rng([seed, 7])  # its own stream: the other files stay as they are
+    keep = np.flatnonzero((sites["owner"] == -1) | (sites["owner"] == k))
+    counts, start, end = sites["counts"][keep, k], sites["start"][keep], sites["end"][keep]
+    inside = np.repeat(np.arange(len(keep)), counts // 2)
+    lo, hi = start[inside], end[inside]
+    frag_start = lo + np.floor(rng.random(len(inside)) * (hi - lo - 1)).astype(np.int64)
+    frag_end = frag_start + 1 + np.floor(rng.random(len(inside)) * (hi - frag_start - 1))
+    odd = np.flatnonzero(counts % 2)
+    chrom = np.r_[sites["chrom"][keep][inside], sites["chrom"][keep][odd]]
+    first = np.r_[frag_start, end[odd] - 1]
+    last = np.r_[frag_end.astype(np.int64), end[odd] + 20]
+    chrom_names = np.array(chroms)
+    lexical_rank = np.argsort(np.argsort(chrom_names))
+    order = np.lexsort((last, first, lexical_rank[chrom]))
+    pool = np.array([f"AAAC{i:08d}-1" for i in range(500)])
+    columns = {
+        "chrom": pa.array(chrom_names[chrom[order]]),
+        "start": pa.array(first[order]),
+        "end": pa.array(last[order]),
+        "barcode": pa.array(pool[rng.integers(0, len(pool), len(order))]),
+        "count": pa.array(1 + rng.poisson(0.5, len(order))),
+    }
+    path = out / "fragments" / f"{cell_type}.fragments.tsv.gz"
+    _write_scan(path, _tsv_bytes(columns))
+    return path
+
+
 def _write_demo_scan(
     path: Path, chroms: list[str], names: list[str], hits: dict[str, np.ndarray]
 ) -> None:
@@ -375,11 +412,16 @@ def write_demo_data(
     peaks_per_cell_type: int = 60000,
     chromosomes: Sequence[str] | None = None,
     seed: int = 0,
+    fragments_for: str | None = None,
 ) -> dict[str, Path]:
     """Write the demo inputs (see the module docstring); returns name -> path.
 
-    Keys: ``peaks_<cell type>``, ``motif_scan``, ``cell_types``, ``config``.
+    Keys: ``peaks_<cell type>``, ``motif_scan``, ``cell_types``, ``config``, and with
+    ``fragments_for`` (a demo cell type) ``fragments_<cell type>``: a fragments file whose
+    insertion sites per peak equal that cell type's peak counts.
     """
+    if fragments_for is not None and fragments_for not in CELL_TYPES:
+        raise ConfigError(f"--fragments: {fragments_for!r} is not a demo cell type {CELL_TYPES}")
     began = time.perf_counter()
     chroms = _check_arguments(chromosomes, peaks_per_cell_type)
     out = Path(out)
@@ -390,6 +432,9 @@ def write_demo_data(
     paths["motif_scan"] = out / "motif_scan.bed.gz"
     _write_demo_scan(paths["motif_scan"], chroms, names, hits)
     _write_sheet_and_config(out, paths, chroms, peaks_per_cell_type, seed)
+    if fragments_for is not None:
+        fragments = _write_fragments(out, chroms, sites, fragments_for, seed)
+        paths[f"fragments_{fragments_for}"] = fragments
     log.info(
         "demo data: %d cell types x %d peaks, %d motif hits on %d chromosomes -> %s (%.1f s)",
         len(CELL_TYPES),
@@ -404,7 +449,7 @@ def write_demo_data(
 
 def run(args: argparse.Namespace) -> None:
     chromosomes = [c for c in args.chromosomes.split(",") if c] if args.chromosomes else None
-    write_demo_data(args.out, args.peaks_per_cell_type, chromosomes, args.seed)
+    write_demo_data(args.out, args.peaks_per_cell_type, chromosomes, args.seed, args.fragments)
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -419,6 +464,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--chromosomes", default=None, help="comma-separated hg38 names (default chr1-22,chrX)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fragments",
+        metavar="CELL_TYPE",
+        help="also write a fragments file (bgzip + tbi) for this cell type, consistent with its "
+        "peak counts",
+    )
     parser.set_defaults(func=run)
 
 

@@ -141,3 +141,18 @@ def test_a_fragments_file_without_the_count_column_is_read(tmp_path, write_lines
     four = [line.rsplit("\t", 1)[0] if not line.startswith("#") else line for line in FRAGMENTS]
     path = write_lines(tmp_path / "f.tsv", four)
     assert count_insertions(path, PEAKS).tolist() == [3, 3, 2]
+
+
+def test_demo_fragments_give_the_peak_counts_of_their_cell_type(tmp_path):
+    from getdiff.demo import write_demo_data
+    from getdiff.peaks import read_peak_file
+
+    paths = write_demo_data(
+        tmp_path / "demo", 400, chromosomes=["chr1", "chr21"], seed=5, fragments_for="demo_liver"
+    )
+    fragments_file = paths["fragments_demo_liver"]
+    assert fragments_file.name == "demo_liver.fragments.tsv.gz"
+    assert counts_format(fragments_file) == "fragments"
+    peaks = read_peak_file(paths["peaks_demo_liver"], counts_column=7)
+    counts = count_insertions(fragments_file, peaks)
+    np.testing.assert_array_equal(counts, peaks["counts"].to_numpy())

@@ -43,11 +43,16 @@ def job_counts(output: str) -> dict[str, int]:
     }
 
 
-def write_config(directory: Path, cell_types: list[str], **sections) -> Path:
-    """A demo config in ``directory`` with the given cell types (demo inputs under demo/)."""
+def write_config(
+    directory: Path, cell_types: list[str], fragments: tuple[str, ...] = (), **sections
+) -> Path:
+    """A demo config in ``directory`` with the given cell types (demo inputs under demo/); those
+    in ``fragments`` take their counts from the demo's fragments file instead of column 7."""
     sheet = directory / "cell_types.tsv"
     rows = ["cell_type\tpeaks\tcounts_file\tcounts_column"]
-    rows += [f"{ct}\tdemo/peaks/{ct}.narrowPeak.gz\t\t7" for ct in cell_types]
+    for ct in cell_types:
+        counts = f"demo/fragments/{ct}.fragments.tsv.gz\t" if ct in fragments else "\t7"
+        rows.append(f"{ct}\tdemo/peaks/{ct}.narrowPeak.gz\t{counts}")
     sheet.write_text("\n".join(rows) + "\n")
     config = {
         "cell_types": str(sheet),
@@ -144,9 +149,18 @@ TINY = {
 
 @pytest.mark.slow
 def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
-    config = write_config(tmp_path, DEMO, **TINY)
+    from getdiff.peaks import read_peak_file
+
+    tiny = {**TINY, "demo": {**TINY["demo"], "fragments_for": "demo_myeloid"}}
+    config = write_config(tmp_path, DEMO, fragments=("demo_myeloid",), **tiny)
     snakemake(tmp_path, "--cores", "2", "--configfile", config)
     results = tmp_path / "results"
+
+    # demo_myeloid's accessibility came from its fragments file: the same counts as column 7.
+    myeloid = load_regions(results / "prepare" / "demo_myeloid" / "regions.parquet")
+    peaks = read_peak_file(tmp_path / "demo" / "peaks" / "demo_myeloid.narrowPeak.gz", 7)
+    total = myeloid.attrs["getdiff"]["scaling"]["accessibility"]["total_counts"]
+    assert total == peaks["counts"].sum() and len(myeloid) == len(peaks)
 
     regions = load_regions(results / "prepare" / "demo_liver" / "regions.parquet")
     assert regions.columns[-1] == "accessibility"

@@ -46,6 +46,18 @@ def all_targets():
     return targets
 
 
+def demo_fragments_outputs():
+    cell_type = config["demo"]["fragments_for"]
+    if not cell_type:
+        return []
+    return [f"{config['demo']['outdir']}/fragments/{cell_type}.fragments.tsv.gz"]
+
+
+def demo_fragments_arg():
+    cell_type = config["demo"]["fragments_for"]
+    return f"--fragments {cell_type}" if cell_type else ""
+
+
 def demo_chromosomes_arg():
     chromosomes = config["demo"]["chromosomes"]
     return f"--chromosomes {','.join(chromosomes)}" if chromosomes else ""

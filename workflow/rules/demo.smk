@@ -9,6 +9,7 @@ if config["demo"]["enabled"]:
                 cell_type=DEMO_CELL_TYPES,
             ),
             motif_scan=f"{config['demo']['outdir']}/motif_scan.bed.gz",
+            fragments=demo_fragments_outputs(),
         log:
             RESULTS / "logs" / "demo_data.log",
         benchmark:
@@ -22,5 +23,6 @@ if config["demo"]["enabled"]:
             peaks=config["demo"]["peaks_per_cell_type"],
             chromosomes=demo_chromosomes_arg(),
             seed=config["demo"]["seed"],
+            fragments=demo_fragments_arg(),
         shell:
-            "{params.getdiff} demo-data --out {params.outdir} --peaks-per-cell-type {params.peaks} {params.chromosomes} --seed {params.seed} > {log} 2>&1"
+            "{params.getdiff} demo-data --out {params.outdir} --peaks-per-cell-type {params.peaks} {params.chromosomes} --seed {params.seed} {params.fragments} > {log} 2>&1"
