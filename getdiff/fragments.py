@@ -104,7 +104,8 @@ def _blocks(path: Path):
     """The fragments file as record batches of chrom, start, end, barcode."""
     extra = max(len(_first_fields(path)) - 4, 0)  # the count column, and any after it
     names = ["chrom", "start", "end", "barcode", *(f"extra{i}" for i in range(extra))]
-    handle = gzip.open(path, "rb") if is_gzipped(path) else open(path, "rb")
+    # Arrow decompresses in C++ (bgzip's many gzip members included), off the Python thread.
+    handle = pa.input_stream(str(path), compression="gzip" if is_gzipped(path) else None)
     options = pacsv.ParseOptions(delimiter="\t", invalid_row_handler=_header_or_short)
     types = {"chrom": pa.string(), "start": pa.int64(), "end": pa.int64(), "barcode": pa.string()}
     convert = pacsv.ConvertOptions(column_types=types, include_columns=names[:4])
