@@ -88,7 +88,14 @@ def run_json(script: str, *args: object) -> dict:
 
 
 def collect(quick: bool, threads: int, workdir: Path) -> dict:
-    results: dict = {"machine": machine(), "train": [], "memory": [], "prepare": [], "impute": []}
+    results: dict = {
+        "machine": machine(),
+        "train": [],
+        "memory": [],
+        "prepare": [],
+        "impute": [],
+        "fragments": [],
+    }
     common = ["--threads", threads]
     prepare_dir = ["--outdir", workdir / "prepare"]
     have_bedtools = shutil.which("bedtools") is not None
@@ -100,6 +107,7 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
             ("memory", "bench_train_step.py", ["--quick", "--memory", *common]),
             ("prepare", "bench_prepare.py", ["--quick", *prepare_dir]),
             ("impute", "bench_impute.py", ["--quick", *common]),
+            ("fragments", "bench_fragments.py", ["--quick"]),
         ]
     else:
         jobs = [
@@ -131,6 +139,7 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
             )
             for p, m, s, w, bf16 in IMPUTE_CASES
         ]
+        jobs += [("fragments", "bench_fragments.py", ["--peaks", 100_000, "--fragments", 10**7])]
     for section, script, args in jobs:
         if section == "prepare" and not have_bedtools:
             continue
@@ -333,7 +342,29 @@ def render(results: dict, command: str, seconds: float) -> str:
         *[f"`{r['command']}`  " for r in results["impute"]],
         "",
     ]
-    parts += ["", "## 4. Peak memory of training (CPU RSS)", ""]
+    parts += ["", "## 4. Counting fragments (`getdiff.fragments.count_insertions`)", ""]
+    rows = [
+        [
+            f"{r['peaks']:,} x {r['fragments']:,} ({r['file_mib']:.0f} MiB bgzip)",
+            label,
+            f"{r[key]['seconds']:.2f}",
+            f"{r[key]['fragments_per_s'] / 1e6:.2f}",
+            f"{r[key]['peak_rss_mib']:.0f}",
+        ]
+        for r in results.get("fragments", [])
+        for key, label in (("all_barcodes", "all barcodes"), ("barcode_list_500", "500 barcodes"))
+    ]
+    parts += [
+        "Insertion sites per peak from a bgzipped fragments file, in a child process: wall time "
+        "of the counting (reading and decompressing included), fragments per second, and the "
+        "process's peak RSS (the peaks included). Target (issue 15): 5 million fragments/s.",
+        "",
+        _table(["peaks x fragments", "barcodes", "s", "M fragments/s", "peak RSS MiB"], rows),
+        "",
+        *[f"`{r['command']}`  " for r in results.get("fragments", [])],
+    ]
+
+    parts += ["", "## 5. Peak memory of training (CPU RSS)", ""]
     rows = [
         [
             r["preset"],
