@@ -40,7 +40,7 @@ from getdiff.inference import (
     impute_windows,
     region_rows,
 )
-from getdiff.io import exclusive, output_set
+from getdiff.io import exclusive, make_directory, output_set
 from getdiff.metrics import ScoredRegions, centre_by_group, metrics_per_column, pool, score
 from getdiff.model import load_model, model_metadata
 from getdiff.task import model_task, predicted_features
@@ -251,6 +251,7 @@ def run(args: argparse.Namespace) -> None:
     if args.group not in members:
         raise GetdiffError(f"unknown group {args.group!r}; configured: {sorted(members)}")
     split = section["split"]
+    make_directory(args.outdir)  # an unusable output location fails now, not after the model ran
     prepared = Path(args.prepared_dir)
     paths = {ct: windows_path(prepared, ct, split) for ct in members[args.group]}
     train_paths = {ct: windows_path(prepared, ct, "train") for ct in members[args.group]}

@@ -46,7 +46,7 @@ from getdiff.inference import (
     region_rows,
 )
 from getdiff.intervals import check_match_rate, overlapping
-from getdiff.io import atomic_path
+from getdiff.io import atomic_path, make_directory
 from getdiff.model import load_model, model_metadata
 from getdiff.peaks import harmonise_chrom, read_bed_regions
 from getdiff.task import SPEC_TASK, model_task, predicted_features
@@ -182,6 +182,10 @@ def run(args: argparse.Namespace) -> None:
         raise GetdiffError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     section = config["impute"]
+    # An unusable output location fails now, not after the model ran.
+    if Path(args.output).is_dir():
+        raise InputError(args.output, "is a directory; expected the path of a file to write")
+    make_directory(Path(args.output).parent)
     prepared = Path(args.prepared_dir) / args.cell_type
     paths = {split: prepared / windows_file(split) for split in section["splits"]}
     diffusion = GaussianDiffusion.from_config(config["diffusion"])
