@@ -41,7 +41,7 @@ from getdiff.io import is_gzipped, open_text, reading
 
 log = logging.getLogger(__name__)
 
-BLOCK_BYTES = 64 << 20  # text per parsed block; bounds memory whatever the file size
+BLOCK_BYTES = 8 << 20  # text per parsed block; bounds memory whatever the file size
 BAM_MAGIC = b"BAM\x01"
 CRAM_MAGIC = b"CRAM"
 
