@@ -33,12 +33,14 @@ OUT = ROOT / "benchmarks" / "out" / "fragments"
 CHROMOSOMES = [f"chr{i}" for i in range(1, 23)] + ["chrX"]
 
 
-def make_inputs(n_peaks: int, n_fragments: int, seed: int = 0) -> dict[str, Path]:
+def make_inputs(
+    n_peaks: int, n_fragments: int, seed: int = 0, outdir: Path = OUT
+) -> dict[str, Path]:
     """Peaks BED, bgzipped fragments file and a 500-barcode list (written once per size)."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    peaks_path = OUT / f"peaks_{n_peaks}_s{seed}.bed"
-    fragments_path = OUT / f"fragments_{n_peaks}_{n_fragments}_s{seed}.tsv.gz"
-    barcodes_path = OUT / "barcodes_500.txt"
+    outdir.mkdir(parents=True, exist_ok=True)
+    peaks_path = outdir / f"peaks_{n_peaks}_s{seed}.bed"
+    fragments_path = outdir / f"fragments_{n_peaks}_{n_fragments}_s{seed}.tsv.gz"
+    barcodes_path = outdir / "barcodes_500.txt"
     pool = np.array([f"AAAC{i:08d}-1" for i in range(5000)])
     barcodes_path.write_text("\n".join(pool[:500]) + "\n")
     if peaks_path.exists() and fragments_path.exists():
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peaks", type=int, default=100_000)
     parser.add_argument("--fragments", type=int, default=10_000_000)
     parser.add_argument("--quick", action="store_true", help="10k peaks x 200k fragments")
+    parser.add_argument("--outdir", type=Path, default=OUT, help="generated inputs (cached)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_worker(peaks, fragments, barcodes[0] if barcodes else None)))
         return
     n_peaks, n_fragments = (10_000, 200_000) if args.quick else (args.peaks, args.fragments)
-    paths = make_inputs(n_peaks, n_fragments)
+    paths = make_inputs(n_peaks, n_fragments, outdir=args.outdir)
     result = {
         "peaks": n_peaks,
         "fragments": n_fragments,

@@ -107,7 +107,7 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
             ("memory", "bench_train_step.py", ["--quick", "--memory", *common]),
             ("prepare", "bench_prepare.py", ["--quick", *prepare_dir]),
             ("impute", "bench_impute.py", ["--quick", *common]),
-            ("fragments", "bench_fragments.py", ["--quick"]),
+            ("fragments", "bench_fragments.py", ["--quick", "--outdir", workdir / "fragments"]),
         ]
     else:
         jobs = [
@@ -139,7 +139,8 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
             )
             for p, m, s, w, bf16 in IMPUTE_CASES
         ]
-        jobs += [("fragments", "bench_fragments.py", ["--peaks", 100_000, "--fragments", 10**7])]
+        sizes = ["--peaks", 100_000, "--fragments", 10**7, "--outdir", workdir / "fragments"]
+        jobs += [("fragments", "bench_fragments.py", sizes)]
     for section, script, args in jobs:
         if section == "prepare" and not have_bedtools:
             continue

@@ -81,6 +81,8 @@ def test_run_all_quick_writes_every_results_table(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     text = output.read_text()
-    for heading in ("## 1. Training step", "## 2. Prepare", "## 3. Imputation", "## 4. Peak"):
+    headings = ("## 1. Training step", "## 2. Prepare", "## 3. Imputation", "## 4. Counting")
+    for heading in (*headings, "## 5. Peak"):
         assert heading in text
+    assert "M fragments/s" in text and "| all barcodes |" in text
     assert (tmp_path / "results.quick.json").exists()
