@@ -223,8 +223,10 @@ def render(results: dict, command: str, seconds: float) -> str:
         "(6 x matmul MACs-equivalent, attention included) / step time / the peak of the "
         "variant's precision (bf16 for bf16 variants). Speed-up = "
         "median reference step / median variant step; paired = median over repeats of the "
-        "per-repeat ratio."
+        "per-repeat ratio. A precision whose matmul peak is under a tenth of fp32's has no fast "
+        "kernels on this CPU (e.g. bf16 without AVX512-BF16/AMX): its MFU is not shown."
     )
+    slow = {p for p, v in peak.items() if v < 0.1 * peak.get("fp32", 0)}
     for run in results["train"]:
         rows = []
         for name, v in run["variants"].items():
@@ -237,7 +239,13 @@ def render(results: dict, command: str, seconds: float) -> str:
                     v["optim_s"],
                     v["tokens_per_s"],
                     v["gflops"],
-                    f"{100 * v['mfu']:.0f}% of {v['mfu_peak']}" if "mfu" in v else "",
+                    (
+                        f"n/a (no fast {v['mfu_peak']} here)"
+                        if v.get("mfu_peak") in slow
+                        else f"{100 * v['mfu']:.0f}% of {v['mfu_peak']}"
+                    )
+                    if "mfu" in v
+                    else "",
                     f"{v['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in v else "1",
                     f"{v['speedup_paired_median']:.2f}x" if "speedup_paired_median" in v else "",
                 ]
