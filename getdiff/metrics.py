@@ -40,22 +40,24 @@ def metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     }
 
 
-def pearson(observed: np.ndarray, predicted: np.ndarray) -> float:
-    """Pearson r of two flattened arrays; NaN when either is constant or has < 2 values."""
+def _correlation(test, observed: np.ndarray, predicted: np.ndarray) -> float:
+    """``test`` (a scipy.stats correlation) of two flattened arrays; NaN when either is constant
+    or has < 2 values."""
     obs = np.asarray(observed, dtype=np.float64).ravel()
     pred = np.asarray(predicted, dtype=np.float64).ravel()
     if obs.size < 2 or np.ptp(obs) == 0 or np.ptp(pred) == 0:
         return math.nan
-    return float(stats.pearsonr(obs, pred).statistic)
+    return float(test(obs, pred).statistic)
+
+
+def pearson(observed: np.ndarray, predicted: np.ndarray) -> float:
+    """Pearson r of two flattened arrays; NaN when either is constant or has < 2 values."""
+    return _correlation(stats.pearsonr, observed, predicted)
 
 
 def spearman(observed: np.ndarray, predicted: np.ndarray) -> float:
     """Spearman rank correlation of two flattened arrays; NaN as for :func:`pearson`."""
-    obs = np.asarray(observed, dtype=np.float64).ravel()
-    pred = np.asarray(predicted, dtype=np.float64).ravel()
-    if obs.size < 2 or np.ptp(obs) == 0 or np.ptp(pred) == 0:
-        return math.nan
-    return float(stats.spearmanr(obs, pred).statistic)
+    return _correlation(stats.spearmanr, observed, predicted)
 
 
 def pearson_interval(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
