@@ -9,7 +9,12 @@ compressed as cellranger-atac writes it.
 Measured in a child process: wall time of the counting (the file read included), fragments per
 second, and the process's peak RSS; once with all barcodes, once with a 500-barcode list.
 
-    python benchmarks/bench_fragments.py --peaks 100000 --fragments 10000000
+BAM (``getdiff.bam.count_read_insertions``): ``--bam-reads`` paired-end reads (2 x 50 bp with
+sequence and qualities, read names as Illumina writes them; 60% of pairs start in a peak; 8%
+below MAPQ 30, 5% duplicates), coordinate-sorted and indexed with pysam, cached beside the
+fragments file; the same peaks; wall time, reads per second and peak RSS of a child process.
+
+    python benchmarks/bench_fragments.py --peaks 100000 --fragments 10000000 --bam-reads 2000000
     python benchmarks/bench_fragments.py --quick
 
 Prints one JSON object.
@@ -86,6 +91,91 @@ def make_inputs(
     return {"peaks": peaks_path, "fragments": fragments_path, "barcodes": barcodes_path}
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    worker started by a parent that had just generated the inputs would report the parent's."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_bam(peaks_path: Path, n_reads: int, seed: int = 0) -> Path:
+    """A sorted, indexed paired-end BAM of ``n_reads`` reads over the peaks (written once)."""
+    import pysam
+
+    bam_path = peaks_path.with_name(f"{peaks_path.stem}_reads{n_reads}.bam")
+    if bam_path.exists() and Path(f"{bam_path}.bai").exists():
+        return bam_path
+    peaks = np.loadtxt(peaks_path, dtype=str, ndmin=2)
+    rng = np.random.default_rng(seed)
+    pairs = n_reads // 2
+    pick = rng.integers(0, len(peaks), pairs)
+    chrom = peaks[pick, 0]
+    in_peak = rng.random(pairs) < 0.6
+    anchor = peaks[pick, 1].astype(np.int64)
+    start = np.where(in_peak, anchor, anchor + rng.integers(1000, 50_000, pairs))
+    mate = start + rng.integers(50, 600, pairs)  # the reverse mate's leftmost base
+    mapq = np.where(rng.random(pairs) < 0.08, 10, 60)
+    dup = np.where(rng.random(pairs) < 0.05, 0x400, 0)
+    seqs = ["".join(rng.choice(list("ACGT"), 50)) for _ in range(256)]
+    quals = ["".join(chr(33 + q) for q in rng.integers(2, 41, 50)) for _ in range(256)]
+    sam = bam_path.with_suffix(".sam")
+    names = sorted(set(peaks[:, 0]))
+    with open(sam, "w") as handle:
+        handle.write("@HD\tVN:1.6\tSO:unsorted\n")
+        handle.write("".join(f"@SQ\tSN:{c}\tLN:250000000\n" for c in names))
+        for lo in range(0, pairs, 200_000):
+            handle.write(
+                "".join(
+                    f"A00123:8:HXXX:1:1101:{i}:1\t{99 | dup[i]}\t{chrom[i]}\t{start[i] + 1}\t"
+                    f"{mapq[i]}\t50M\t=\t{mate[i] + 1}\t{mate[i] + 50 - start[i]}\t"
+                    f"{seqs[i % 256]}\t{quals[i % 251]}\n"
+                    f"A00123:8:HXXX:1:1101:{i}:1\t{147 | dup[i]}\t{chrom[i]}\t{mate[i] + 1}\t"
+                    f"{mapq[i]}\t50M\t=\t{start[i] + 1}\t{start[i] - mate[i] - 50}\t"
+                    f"{seqs[(i + 7) % 256]}\t{quals[(i + 3) % 251]}\n"
+                    for i in range(lo, min(lo + 200_000, pairs))
+                )
+            )
+    pysam.sort("-@", "2", "-o", str(bam_path), str(sam))
+    pysam.index(str(bam_path))
+    sam.unlink()
+    return bam_path
+
+
+def _bam_worker(peaks: Path, bam: Path) -> dict:
+    from getdiff.bam import count_read_insertions, read_filter
+    from getdiff.config import validate_config
+    from getdiff.peaks import load_peaks
+
+    table, _ = load_peaks(peaks, chromosomes=CHROMOSOMES)
+    config = validate_config({"cell_types": "x.tsv", "motif_scan": "x.bed"})
+    began = time.perf_counter()
+    counts = count_read_insertions(bam, table, read_filter(config["prepare"]["bam"]))
+    seconds = time.perf_counter() - began
+    return {
+        "seconds": seconds,
+        "sites_in_peaks": int(counts.sum()),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def measure_bam(peaks: Path, bam: Path, n_reads: int) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--bam-worker", str(peaks), str(bam)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update(reads=n_reads, file_mib=bam.stat().st_size / 2**20)
+    result["reads_per_s"] = n_reads / result["seconds"]
+    return result
+
+
 def _worker(peaks: Path, fragments: Path, barcodes: Path | None) -> dict:
     from getdiff.fragments import count_insertions, read_barcodes
     from getdiff.peaks import load_peaks
@@ -98,7 +188,7 @@ def _worker(peaks: Path, fragments: Path, barcodes: Path | None) -> dict:
     return {
         "seconds": seconds,
         "sites_in_peaks": int(counts.sum()),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": _peak_rss_mib(),
     }
 
 
@@ -123,8 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fragments", type=int, default=10_000_000)
     parser.add_argument("--quick", action="store_true", help="10k peaks x 200k fragments")
     parser.add_argument("--outdir", type=Path, default=OUT, help="generated inputs (cached)")
+    parser.add_argument("--bam-reads", type=int, default=2_000_000, help="reads of the BAM")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--bam-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.bam_worker:
+        print(json.dumps(_bam_worker(*args.bam_worker)))
+        return
     if args.worker:
         peaks, fragments, *barcodes = map(Path, args.worker)
         print(json.dumps(_worker(peaks, fragments, barcodes[0] if barcodes else None)))
@@ -138,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
         "all_barcodes": measure(paths, n_fragments, False),
         "barcode_list_500": measure(paths, n_fragments, True),
     }
+    n_reads = 100_000 if args.quick else args.bam_reads
+    bam = make_bam(paths["peaks"], n_reads)
+    result["bam"] = measure_bam(paths["peaks"], bam, n_reads)
     print(json.dumps(result, indent=2))
 
 

@@ -4,10 +4,11 @@
     python benchmarks/run_all.py --quick    # seconds; writes benchmarks/out/RESULTS.quick.md
 
 Each benchmark runs in its own child process (``bench_train_step.py``, ``bench_prepare.py``,
-``bench_impute.py``; their docstrings say what they measure) and prints JSON; this script
-collects it into Markdown tables with the machine (lscpu model, cores), date, command, torch
-version and the load average before and after (other processes skew CPU timings: run it on a
-quiet machine). Raw JSON goes to ``benchmarks/out/results.json``.
+``bench_impute.py``, ``bench_fragments.py``, ``bench_train_knobs.py``; their docstrings say what
+they measure) and prints JSON; this script collects it into Markdown tables with the machine
+(lscpu model, cores), date, command, torch version and the load average before and after (other
+processes skew CPU timings: run it on a quiet machine). Raw JSON goes to
+``benchmarks/out/results.json``.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
         "prepare": [],
         "impute": [],
         "fragments": [],
+        "knobs": [],
+        "scan": [],
     }
     common = ["--threads", threads]
     prepare_dir = ["--outdir", workdir / "prepare"]
@@ -108,6 +111,8 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
             ("prepare", "bench_prepare.py", ["--quick", *prepare_dir]),
             ("impute", "bench_impute.py", ["--quick", *common]),
             ("fragments", "bench_fragments.py", ["--quick", "--outdir", workdir / "fragments"]),
+            ("knobs", "bench_train_knobs.py", ["--quick", *common]),
+            ("scan", "bench_scan.py", ["--quick", "--outdir", workdir / "scan"]),
         ]
     else:
         jobs = [
@@ -141,6 +146,10 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
         ]
         sizes = ["--peaks", 100_000, "--fragments", 10**7, "--outdir", workdir / "fragments"]
         jobs += [("fragments", "bench_fragments.py", sizes)]
+        knobs = ["--preset", "mid", "--batch", 4, "--repeats", 5, *common]
+        jobs += [("knobs", "bench_train_knobs.py", knobs)]
+        scan = ["--peaks", 100_000, "--threads", threads, "--outdir", workdir / "scan"]
+        jobs += [("scan", "bench_scan.py", scan)]
     for section, script, args in jobs:
         if section == "prepare" and not have_bedtools:
             continue
@@ -372,6 +381,24 @@ def render(results: dict, command: str, seconds: float) -> str:
         "",
         *[f"`{r['command']}`  " for r in results.get("fragments", [])],
     ]
+    rows = [
+        [
+            f"{r['peaks']:,} x {b['reads']:,} ({b['file_mib']:.0f} MiB)",
+            f"{b['seconds']:.2f}",
+            f"{b['reads_per_s'] / 1e6:.2f}",
+            f"{b['peak_rss_mib']:.0f}",
+        ]
+        for r in results.get("fragments", [])
+        if (b := r.get("bam"))
+    ]
+    parts += [
+        "",
+        "BAM (`getdiff.bam.count_read_insertions`, same command): paired-end 2 x 50 bp reads, "
+        "coordinate-sorted and indexed, default read filters; wall time (reading included), "
+        "reads per second and peak RSS of a child process.",
+        "",
+        _table(["peaks x reads", "s", "M reads/s", "peak RSS MiB"], rows),
+    ]
 
     parts += ["", "## 5. Peak memory of training (CPU RSS)", ""]
     rows = [
@@ -397,6 +424,64 @@ def render(results: dict, command: str, seconds: float) -> str:
         *[f"`{r['command']}`  " for r in results["memory"]],
     ]
 
+    parts += [
+        "",
+        "## 6. Training knobs (`grad_accumulation`, `activation_checkpointing`, `compile`)",
+        "",
+        "`getdiff.train.train_step` itself (default config: LoRA on, dropout 0.1) per variant; "
+        "steps of all variants interleaved in one process. Step = median after the warm-up; "
+        "`first step` includes torch.compile's compilation; `vs plain` = median over repeats of "
+        "the variant's step / plain's step of the same repeat (> 1: slower). Peak RSS: "
+        "ru_maxrss of a fresh process per variant. No GPU was lent for these runs: CUDA numbers "
+        "(bf16, fused AdamW, DDP over GPUs) are not measured.",
+    ]
+    for run in results.get("knobs", []):
+        rows = [
+            [
+                name,
+                v["step_s"],
+                v["first_step_s"],
+                f"{v['vs_plain']:.2f}x" if "vs_plain" in v else "",
+                f"{v['peak_rss_mib']:.0f}",
+            ]
+            for name, v in run["variants"].items()
+        ]
+        load = ", ".join(f"{x:.2f}" for x in run.get("load_before", []))
+        parts += [
+            "",
+            f"**{run['preset']}** ({run['regions']} regions, batch {run['batch']}, "
+            f"{run['threads']} thread(s), median of {run['repeats']}; run {run.get('date', '')}, "
+            f"load average before: {load})",
+            "",
+            _table(["variant", "step s", "first step s", "vs plain", "peak RSS MiB"], rows),
+            "",
+            f"`{run['command']}`",
+        ]
+
+    parts += ["", "## 7. Motif scanning (`getdiff scan`)", ""]
+    rows = [
+        [
+            f"{r['peaks']:,} peaks ({r['megabases']:.1f} Mb) x {r['n_motifs']:,} ({r['motifs']})",
+            r["threads"],
+            f"{r['seconds']:.1f}",
+            f"{r['mb_per_s']:.3f}",
+            f"{r['hits']:,}",
+            f"{r['peak_rss_mib']:.0f}",
+            f"{r['genome_wide_hours']:.1f}",
+        ]
+        for r in results.get("scan", [])
+    ]
+    parts += [
+        "`getdiff scan` as a child process on a synthetic genome (41% GC) and peaks (mean ~560 bp, "
+        "gaps of mean 500 bp): wall time including motif loading, thresholds and one MOODS "
+        "scanner per process; peak RSS of the largest process. `genome-wide h`: the same motifs "
+        "over hg38's 3.1 Gb at the measured rate, which is what scanning only the peaks saves. "
+        "Target (issue 11): 100k peaks x 1,019 matrices in under 2 minutes on 2 cores.",
+        "",
+        _table(["input", "processes", "s", "Mb/s", "hits", "peak RSS MiB", "genome-wide h"], rows),
+        "",
+        *[f"`{r['command']}`  " for r in results.get("scan", [])],
+    ]
     return "\n".join(parts)
 
 

@@ -18,6 +18,7 @@ from getdiff.io import Terminated, termination_raises
 # Sub-command -> module that registers it, in the order they appear in --help.
 COMMANDS = {
     "demo-data": "demo",
+    "scan": "scan",
     "prepare": "prepare",
     "train": "train",
     "evaluate": "evaluate",

@@ -58,7 +58,40 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
             f"{source}: key 'diffusion.beta_end': expected beta_start <= beta_end < 1, got "
             f"{diffusion['beta_start']} and {diffusion['beta_end']}"
         )
+    _resolve_motif_inputs(resolved, source)
     return resolved
+
+
+def scan_outputs(config: dict[str, Any]) -> dict[str, str]:
+    """Where rule scan_motifs writes the scan and the motif names (``<results>/scan/``)."""
+    folder = Path(config.get("results", "results")) / "scan"
+    return {"scan": str(folder / "motif_scan.tsv.gz"), "names": str(folder / "motif_names.txt")}
+
+
+def _resolve_motif_inputs(config: dict[str, Any], source: str) -> None:
+    """A scan given, or made from genome_fasta + motifs: then ``motif_scan`` (and, with no
+    motif_to_cluster, ``cluster_names``) point at the scan rule's outputs. Idempotent."""
+    scanning = bool(config["genome_fasta"]) or bool(config["motifs"])
+    if not scanning:
+        if not config["motif_scan"]:
+            raise ConfigError(
+                f"{source}: give 'motif_scan' (a precomputed scan) or 'genome_fasta' and 'motifs' "
+                "(scanned by the workflow)"
+            )
+        return
+    if not (config["genome_fasta"] and config["motifs"]):
+        missing = "motifs" if config["genome_fasta"] else "genome_fasta"
+        raise ConfigError(f"{source}: key '{missing}': needed with the other to scan the peaks")
+    derived = scan_outputs(config)
+    if config["motif_scan"] not in (None, derived["scan"]):
+        raise ConfigError(
+            f"{source}: key 'motif_scan': give a precomputed scan or genome_fasta + motifs, not "
+            "both (a --configfile is merged into config/config.yaml: set genome_fasta and motifs "
+            "to null there to use a scan)"
+        )
+    config["motif_scan"] = derived["scan"]
+    if config["cluster_names"] is None and config["motif_to_cluster"] is None:
+        config["cluster_names"] = derived["names"]
 
 
 def _describe(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
@@ -183,20 +216,35 @@ def train_groups(config: dict[str, Any], cell_types: list[str]) -> dict[str, lis
 
 
 # Top-level input keys every stage gets; a rule names the sections it reads beside it.
-TOP_LEVEL_KEYS = ("cell_types", "motif_scan", "genome", "cluster_names", "motif_to_cluster")
+TOP_LEVEL_KEYS = (
+    "cell_types",
+    "motif_scan",
+    "genome_fasta",
+    "motifs",
+    "genome",
+    "cluster_names",
+    "motif_to_cluster",
+)
 
 
 def stage_config_json(config: dict[str, Any], *sections: str) -> str:
     """The validated config restricted to the top-level inputs and ``sections``, as compact JSON.
 
     Each rule passes the sections its command reads, so editing, say, ``evaluate:`` never makes
-    Snakemake rerun prepare or train, and a new section reruns nothing that does not read it.
+    Snakemake rerun prepare or train, and a new section reruns nothing that does not read it. A
+    dotted name (``prepare.chromosomes``) passes one key of a section; the command then sees the
+    schema's defaults for the section's other keys.
     """
     resolved = validate_config(dict(config))
-    unknown = sorted(set(sections) - set(resolved))
-    if unknown:
-        raise ConfigError(f"stage_config_json: no config section(s) {unknown}")
-    subset = {key: resolved[key] for key in (*TOP_LEVEL_KEYS, *sections) if key in resolved}
+    subset = {key: resolved[key] for key in TOP_LEVEL_KEYS if key in resolved}
+    for name in sections:
+        section, _, key = name.partition(".")
+        if section not in resolved or (key and key not in resolved[section]):
+            raise ConfigError(f"stage_config_json: no config section or key {name!r}")
+        if key:
+            subset.setdefault(section, {})[key] = resolved[section][key]
+        else:
+            subset[section] = resolved[section]
     return json.dumps(subset, separators=(",", ":"), sort_keys=True)
 
 

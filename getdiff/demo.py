@@ -6,24 +6,25 @@
 - ``DIR/peaks/{demo_myeloid,demo_liver,demo_lymphoid}.narrowPeak.gz``: narrowPeak (10 columns,
   sorted like ``sort -k1,1 -k2,2n``), per-peak read counts (integers > 0) in column 7
   (signalValue);
-- ``DIR/motif_scan.bed.gz``: ``chrom start end cluster score strand`` (bgzip + ``.tbi`` when
-  pysam is importable, else gzip), cluster names from the bundled 282-name list;
-- ``DIR/cell_types.tsv`` (counts_column 7) and ``DIR/config.yaml`` pointing at those files, with
-  paths spelled from DIR exactly as given; it trains the tiny preset in full (a CPU run of
-  minutes; no pretrained weights exist for the demo to adapt).
+- ``DIR/genome.fa.gz`` (bgzip + ``.fai`` + ``.gzi``; pysam) with the motif instances planted,
+  and ``DIR/motifs.meme``: one motif per bundled cluster (282), named by the cluster;
+- ``DIR/motif_scan.bed.gz``: the planted instances ``chrom start end cluster score strand``
+  (bgzip + ``.tbi`` when pysam is importable, else gzip), a precomputed scan for tests;
+- ``DIR/cell_types.tsv`` (counts_column 7) and ``DIR/config.yaml`` pointing at those files (it
+  scans the genome), with paths spelled from DIR exactly as given; it trains the tiny preset in
+  full (a CPU run of minutes; no pretrained weights exist for the demo to adapt).
 
-Genome: hg38 chromosome names and sizes (default chr1-22, chrX); peaks are spread in proportion to
-chromosome size. Generative model (one site universe; each cell type keeps the shared sites, 60%
-of its peaks, plus its own specific sites):
+Genome: hg38 chromosome names (default chr1-22, chrX); peaks are spread in proportion to the hg38
+sizes, on chromosomes of BP_PER_SITE bp per site. Generative model (one site universe; each cell
+type keeps the shared sites, 60% of its peaks, plus its own specific sites):
 
 1. Along each chromosome, K=3 latent factors z(i) vary slowly with the site index i (Gaussian
    smoothing of white noise, sd ~1500 peaks: a chromatin-domain signal that changes little
    within one 900-peak window and more between windows).
 2. Cluster c has a hit in site i with probability sigmoid(b_c + a_c . z(i)): a sparse base rate
    (0.5-8%, so most clusters are 0 in a peak) and cluster-specific loadings, so motif content
-   co-varies with the latent along the genome. A present cluster contributes 1 + Poisson(0.3)
-   hits overlapping the peak, each scored 4 + Gamma(2, 2.5); sparse background hits fall
-   anywhere (mostly between peaks).
+   co-varies with the latent along the genome. A present cluster has 1 + Poisson(0.3) instances
+   in the site: samples of its motif, side by side (scored 4 + Gamma(2, 2.5) in the planted scan).
 3. Cell type k: log mean count = m_k + sum_c W_kc [hit of c] + beta_k . z(i) + 0.55 eps_ik, with
    W_k sparse (shared and cell-type-specific clusters), beta_k cell-type-specific, and eps
    region-level white noise (partly shared by the cell types); counts = 1 + Poisson(mean x
@@ -93,6 +94,10 @@ N_FACTORS = 3
 LATENT_SD_PEAKS = 1500.0  # smoothing scale of the latent, in peaks of one cell type
 NOISE_SD = 0.55
 WINDOW_SIZE = 900
+BP_PER_SITE = 800  # demo genome length per site: peaks (~510 bp) with ~300 bp gaps
+MOTIF_WIDTHS = (10, 16)  # planted motifs: long enough that the p < 1e-4 scan finds them
+BASE_FREQUENCIES = (0.295, 0.205, 0.205, 0.295)  # A C G T, 41% GC as in the human genome
+DNA = b"ACGT"
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, k: int, sd: float) -> np.ndarray:
@@ -131,6 +136,30 @@ def _layout_sites(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarr
     return start, start + width
 
 
+def _motif_slots(
+    rng: np.random.Generator,
+    site: np.ndarray,
+    length: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+) -> np.ndarray:
+    """Starts of a site's motif instances side by side in random order with random gaps, so that
+    planted sequences do not overwrite each other; centred on the site when they overflow it."""
+    key = rng.random(len(site))
+    order = np.lexsort((key, site))  # by site, then by key: a random order within each site
+    site, length, key = site[order], length[order], key[order]
+    first = np.searchsorted(site, site)  # index of each site's first instance
+    before = np.cumsum(length) - length
+    total = np.bincount(site, weights=length, minlength=len(start)).astype(np.int64)
+    free = (end - start) - total
+    # key increases within a site, so the gaps do too: instance i+1 starts after i ends.
+    gap = np.floor(key * np.maximum(free, 0)[site]).astype(np.int64)
+    slot = start[site] + np.minimum(free, 0)[site] // 2 + before - before[first] + gap
+    result = np.empty(len(site), dtype=np.int64)
+    result[order] = np.maximum(slot, 0)
+    return result
+
+
 def _cell_type_model(rng: np.random.Generator, n_clusters: int) -> dict[str, np.ndarray]:
     """Cluster base rates and loadings, and per-cell-type accessibility weights."""
     rate = np.exp(rng.uniform(np.log(0.005), np.log(0.08), n_clusters))
@@ -145,7 +174,8 @@ def _cell_type_model(rng: np.random.Generator, n_clusters: int) -> dict[str, np.
         own = rng.choice(np.setdiff1d(np.arange(n_clusters), shared), 20, replace=False)
         weights[k, own] = 0.35 * rng.standard_normal(20)
     beta = np.array([[1.2, 0.8, 0.0], [1.2, -0.6, 0.8], [1.2, 0.0, -0.8]])
-    return {"base": base, "loadings": loadings, "weights": weights, "beta": beta}
+    widths = rng.integers(MOTIF_WIDTHS[0], MOTIF_WIDTHS[1] + 1, n_clusters)
+    return {"base": base, "loadings": loadings, "weights": weights, "beta": beta, "widths": widths}
 
 
 def _chromosome(
@@ -157,7 +187,7 @@ def _chromosome(
     n_per_site: float,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Sites (coordinates, owner, counts per cell type) and motif hits of one chromosome."""
-    size = HG38_SIZES[chrom]
+    size = chromosome_size(n_sites)
     start, end = _layout_sites(rng, n_sites, size)
     z = _smooth_noise(rng, n_sites, N_FACTORS, LATENT_SD_PEAKS * n_per_site)
     logits = (model["base"][None, :] + z @ model["loadings"].T).astype(np.float32)
@@ -165,19 +195,15 @@ def _chromosome(
     site, cluster = np.nonzero(present)
     n_hits = 1 + rng.poisson(0.3, len(site))
     site, cluster = np.repeat(site, n_hits), np.repeat(cluster, n_hits)
-    length = rng.integers(6, 21, len(site))
-    lo, hi = start[site] - length + 1, end[site]  # any start in [lo, hi) overlaps the site
-    hit_start = np.maximum(lo + np.floor(rng.random(len(site)) * (hi - lo)).astype(np.int64), 0)
+    length = model["widths"][cluster]
+    hit_start = _motif_slots(rng, site, length, start, end)
     score = np.round(4 + rng.gamma(2.0, 2.5, len(site)), 2)
-    n_bg = len(site) // 10
-    bg_start = rng.integers(0, size - 30, n_bg)
-    bg_length = rng.integers(6, 21, n_bg)
     hits = {
-        "start": np.r_[hit_start, bg_start],
-        "end": np.r_[hit_start + length, bg_start + bg_length],
-        "cluster": np.r_[cluster, rng.integers(0, logits.shape[1], n_bg)],
-        "score": np.r_[score, np.round(4 + rng.gamma(2.0, 2.5, n_bg), 2)],
-        "strand": rng.integers(0, 2, len(site) + n_bg),
+        "start": hit_start,
+        "end": hit_start + length,
+        "cluster": cluster,
+        "score": score,
+        "strand": rng.integers(0, 2, len(site)),
     }
     order = np.lexsort((hits["cluster"], hits["end"], hits["start"]))
     hits = {key: value[order] for key, value in hits.items()}
@@ -196,6 +222,112 @@ def _chromosome(
         counts[:, k] = 1 + rng.poisson(mean)
     sites = {"start": start, "end": end, "owner": owner, "counts": counts}
     return sites, hits
+
+
+def chromosome_size(n_sites: int) -> int:
+    """Demo chromosome length: BP_PER_SITE per site (plus 2% of ends kept free of peaks)."""
+    return int(np.ceil(n_sites * BP_PER_SITE / 0.97)) + 10_000
+
+
+def motif_matrices(rng: np.random.Generator, widths: np.ndarray) -> list[np.ndarray]:
+    """One (4, width) probability matrix per cluster: a consensus base per column taking
+    60-95% of the mass (about 1-1.7 bits), the rest spread at random."""
+    matrices = []
+    for width in widths.tolist():
+        rest = rng.dirichlet(np.ones(3), width) * (1 - rng.uniform(0.85, 0.98, width))[:, None]
+        consensus = rng.integers(0, 4, width)
+        matrix = np.zeros((width, 4))
+        matrix[np.arange(width), consensus] = 1 - rest.sum(axis=1)
+        others = np.array([[b for b in range(4) if b != c] for c in consensus])
+        matrix[np.arange(width)[:, None], others] = rest
+        matrices.append(matrix.T)
+    return matrices
+
+
+def _plant(
+    rng: np.random.Generator, sequence: np.ndarray, hits: dict[str, np.ndarray], matrices: list
+) -> None:
+    """Write a sample of each hit's motif (reverse complement on the - strand) at its start."""
+    widths = np.array([m.shape[1] for m in matrices])
+    cumulative = np.cumsum(np.concatenate(matrices, axis=1).T, axis=1)  # (all columns, 4)
+    first_column = np.r_[0, np.cumsum(widths)[:-1]]
+    width = widths[hits["cluster"]]
+    hit = np.repeat(np.arange(len(width)), width)
+    offset = np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width)
+    minus = hits["strand"][hit] == 0
+    column = np.where(minus, width[hit] - 1 - offset, offset) + first_column[hits["cluster"]][hit]
+    draw = rng.random(len(hit))[:, None]
+    base = np.minimum((draw > cumulative[column]).sum(axis=1), 3)
+    base = np.where(minus, 3 - base, base)  # A<->T, C<->G
+    position = hits["start"][hit] + offset
+    inside = position < len(sequence)
+    sequence[position[inside]] = np.frombuffer(DNA, dtype=np.uint8)[base[inside]]
+
+
+def _chromosome_sequence(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Background bases (41% GC), a few soft-masked (lowercase) stretches, an N run at the start."""
+    sequence = np.frombuffer(DNA, dtype=np.uint8)[rng.choice(4, size, p=BASE_FREQUENCIES)].copy()
+    n_masked = size // 20_000
+    length = rng.integers(50, 300, n_masked)
+    start = rng.integers(0, size - 300, n_masked)
+    masked = (
+        np.repeat(start, length)
+        + np.arange(length.sum())
+        - np.repeat(np.cumsum(length) - length, length)
+    )
+    sequence[masked] |= 0x20
+    sequence[: size // 200] = ord("N")  # no peak lies in the first 1% of a demo chromosome
+    return sequence
+
+
+def _write_genome(
+    out: Path,
+    chroms: list[str],
+    sizes: list[int],
+    hits: dict[str, np.ndarray],
+    matrices: list,
+    seed: int,
+) -> Path:
+    """bgzip FASTA (60 bases per line) with its .fai and .gzi; the hits' motifs planted."""
+    import pysam
+
+    rng = np.random.default_rng([seed, 5])  # its own stream: the other files stay as they are
+    path = out / "genome.fa.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".genome.") as scratch:
+        plain = Path(scratch) / "genome.fa"
+        with open(plain, "wb") as handle:
+            for k, (chrom, size) in enumerate(zip(chroms, sizes, strict=True)):
+                sequence = _chromosome_sequence(rng, size)
+                on_chrom = hits["chrom"] == k
+                _plant(rng, sequence, {key: v[on_chrom] for key, v in hits.items()}, matrices)
+                rows = np.full((-(-size // 60), 61), ord("\n"), dtype=np.uint8)
+                rows[:, :60].flat[:size] = sequence
+                text = rows.tobytes()
+                if size % 60:  # a shorter last line: its bases, then the newline
+                    text = text[: (len(rows) - 1) * 61] + sequence[-(size % 60) :].tobytes() + b"\n"
+                handle.write(f">{chrom}\n".encode() + text)
+        packed = Path(scratch) / "genome.fa.gz"
+        pysam.tabix_compress(str(plain), str(packed), force=True)
+        pysam.faidx(str(packed))
+        for suffix in (".fai", ".gzi", ""):
+            os.replace(f"{packed}{suffix}", f"{path}{suffix}")
+    return path
+
+
+def _write_meme(out: Path, names: list[str], matrices: list[np.ndarray]) -> Path:
+    """The cluster motifs in MEME minimal format (each motif named by its cluster)."""
+    lines = ["MEME version 4", "", "ALPHABET= ACGT", "", "strands: + -", ""]
+    lines += ["Background letter frequencies", "A 0.295 C 0.205 G 0.205 T 0.295", ""]
+    for name, matrix in zip(names, matrices, strict=True):
+        lines.append(f"MOTIF {name}")
+        lines.append(f"letter-probability matrix: alength= 4 w= {matrix.shape[1]} nsites= 100 E= 0")
+        lines += [" ".join(f"{p:.6f}" for p in column) for column in matrix.T]
+        lines.append("")
+    path = out / "motifs.meme"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    return path
 
 
 def _write_gzip(path: Path, data: bytes) -> None:
@@ -249,15 +381,16 @@ def _check_arguments(chromosomes: Sequence[str] | None, peaks_per_cell_type: int
 
 def _simulate(
     rng: np.random.Generator, chroms: list[str], peaks_per_cell_type: int, n_clusters: int
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Sites (shared + cell-type specific, with counts) and motif hits over all chromosomes."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], list[int]]:
+    """Sites (shared + cell-type specific, with counts), motif hits, the generative model and
+    the chromosome sizes."""
     model = _cell_type_model(rng, n_clusters)
     n_shared = round(SHARED_FRACTION * peaks_per_cell_type)
     n_specific = peaks_per_cell_type - n_shared
     owner = np.r_[np.full(n_shared, -1), np.repeat(np.arange(len(CELL_TYPES)), n_specific)]
     owner = rng.permutation(owner)
-    sizes = np.array([HG38_SIZES[c] for c in chroms], dtype=np.float64)
-    per_chrom = _allocate(len(owner), sizes)
+    hg38 = np.array([HG38_SIZES[c] for c in chroms], dtype=np.float64)
+    per_chrom = _allocate(len(owner), hg38)  # spread as on hg38, packed densely
     n_per_site = len(owner) / peaks_per_cell_type  # universe sites per cell-type peak
     site_parts, hit_parts = [], []
     offset = 0
@@ -272,7 +405,7 @@ def _simulate(
         hit_parts.append(hits)
     sites = {key: np.concatenate([p[key] for p in site_parts]) for key in site_parts[0]}
     hits = {key: np.concatenate([p[key] for p in hit_parts]) for key in hit_parts[0]}
-    return sites, hits
+    return sites, hits, model, [chromosome_size(n) for n in per_chrom.tolist()]
 
 
 def _write_peaks(out: Path, chroms: list[str], sites: dict[str, np.ndarray]) -> dict[str, Path]:
@@ -309,8 +442,8 @@ def _write_fragments(
     """A 10x-style fragments file whose insertion sites per peak equal the cell type's counts.
 
     A peak with count c gets c // 2 fragments with both insertion sites (start, end - 1) inside
-    it, and for odd c one fragment starting at its last base and ending 20 bp past it (demo
-    peaks are kilobases apart, so that site falls in no peak). Barcodes come from a pool of 500.
+    it, and for odd c one 2-bp fragment over its last base and the base after it (demo peaks are
+    at least 1 bp apart, so that second site falls in no peak). Barcodes come from a pool of 500.
     """
     k = CELL_TYPES.index(cell_type)
     rng = np.random.default_rng([seed, 7])  # its own stream: the other files stay as they are
@@ -323,7 +456,7 @@ def _write_fragments(
     odd = np.flatnonzero(counts % 2)
     chrom = np.r_[sites["chrom"][keep][inside], sites["chrom"][keep][odd]]
     first = np.r_[frag_start, end[odd] - 1]
-    last = np.r_[frag_end.astype(np.int64), end[odd] + 20]
+    last = np.r_[frag_end.astype(np.int64), end[odd] + 1]
     chrom_names = np.array(chroms)
     lexical_rank = np.argsort(np.argsort(chrom_names))
     order = np.lexsort((last, first, lexical_rank[chrom]))
@@ -359,7 +492,7 @@ def _write_demo_scan(
 
 
 def _write_sheet_and_config(
-    out: Path, paths: dict[str, Path], chroms: list[str], peaks_per_cell_type: int, seed: int
+    out: Path, paths: dict[str, Path], sizes: list[int], peaks_per_cell_type: int, seed: int
 ) -> None:
     sheet = pd.DataFrame(
         {
@@ -374,15 +507,16 @@ def _write_sheet_and_config(
         sheet.to_csv(tmp, sep="\t", index=False)
     # Demo peaks are sparser than a deep ATAC peak set: a 900-peak window spans ~900 x the mean
     # spacing, so max_span is set to twice that (GET's 5 Mb would skip every training window).
-    spacing = sum(HG38_SIZES[c] for c in chroms) / peaks_per_cell_type
+    spacing = sum(sizes) / peaks_per_cell_type
     max_span = int(np.ceil(2 * WINDOW_SIZE * spacing / 1e6)) * 1_000_000
     # The demo has no pretrained weights to adapt, and must train on a laptop CPU: the tiny
     # preset trained in full (the spec preset with LoRA on random weights would take ~15 h).
     # Positions, window scaling and the cell-type embedding as in config/config.yaml.
     config = {
         "cell_types": str(paths["cell_types"]),
-        "motif_scan": str(paths["motif_scan"]),
-        "genome": "hg38",
+        "genome_fasta": str(paths["genome_fasta"]),
+        "motifs": str(paths["motifs"]),
+        "genome": "demo",
         "prepare": {"max_span": max_span},
         "task": {"scaling": "window"},
         "model": {
@@ -397,7 +531,7 @@ def _write_sheet_and_config(
     validate_config(config, source="demo config")
     header = (
         f"# Demo inputs written by `getdiff demo-data` (seed {seed}, "
-        f"{peaks_per_cell_type} peaks per cell type, {len(chroms)} chromosomes).\n"
+        f"{peaks_per_cell_type} peaks per cell type, {len(sizes)} chromosomes).\n"
         f"# prepare.max_span: demo peaks are ~{spacing / 1e3:.0f} kb apart on average, so "
         f"900-peak windows span ~{WINDOW_SIZE * spacing / 1e6:.0f} Mb.\n"
         "# model: the tiny preset, trained in full, fits a CPU; on a GPU try preset: mid or spec.\n"
@@ -427,11 +561,14 @@ def write_demo_data(
     out = Path(out)
     names = load_cluster_names()
     rng = np.random.default_rng(seed)
-    sites, hits = _simulate(rng, chroms, peaks_per_cell_type, len(names))
+    sites, hits, model, sizes = _simulate(rng, chroms, peaks_per_cell_type, len(names))
     paths = _write_peaks(out, chroms, sites)
     paths["motif_scan"] = out / "motif_scan.bed.gz"
     _write_demo_scan(paths["motif_scan"], chroms, names, hits)
-    _write_sheet_and_config(out, paths, chroms, peaks_per_cell_type, seed)
+    matrices = motif_matrices(np.random.default_rng([seed, 3]), model["widths"])
+    paths["genome_fasta"] = _write_genome(out, chroms, sizes, hits, matrices, seed)
+    paths["motifs"] = _write_meme(out, names, matrices)
+    _write_sheet_and_config(out, paths, sizes, peaks_per_cell_type, seed)
     if fragments_for is not None:
         fragments = _write_fragments(out, chroms, sites, fragments_for, seed)
         paths[f"fragments_{fragments_for}"] = fragments

@@ -1,11 +1,11 @@
 """Accessibility from a fragments file: Tn5 insertion sites per peak, bulk or pseudobulk.
 
 A ``counts_file`` in the cell-type sheet is a bedGraph (``chrom start end count``, matched to
-peaks by exact coordinates, :func:`getdiff.peaks.read_counts_file`) or a fragments file
-(10x Genomics layout: ``chrom start end barcode [count]``, plain, gzip or bgzip; ``#`` header
-lines skipped). :func:`counts_format` tells them apart from the content, not the name: a
-fragments file has a barcode, not a number, in column 4. BAM/CRAM input is recognised and
-refused (not supported yet).
+peaks by exact coordinates, :func:`getdiff.peaks.read_counts_file`), a fragments file (10x
+Genomics layout: ``chrom start end barcode [count]``, plain, gzip or bgzip; ``#`` header lines
+skipped) or a BAM/CRAM (counted by :mod:`getdiff.bam`). :func:`counts_format` tells them apart
+from the content, not the name: BAM/CRAM by their magic bytes, a fragments file by a barcode, not
+a number, in column 4.
 
 Counting (:func:`count_insertions`). Fragment coordinates are 0-based half-open and already
 Tn5-shifted (as cellranger-atac writes them), so each fragment has two insertion sites,
@@ -16,11 +16,12 @@ line, or ``barcode<TAB>group`` lines of which those whose group is the cell type
 so one fragments file defines several cell types (pseudobulk).
 
 The file is streamed in blocks (pyarrow's CSV reader): memory is bounded by the block size and
-the peaks, not by the file. Per block, the insertion sites of each chromosome are sorted once and
-every peak of that chromosome is counted by two binary searches (overlapping peaks each get their
-sites). Logged: fragments read, kept by barcode, insertion sites in peaks (FRiP); errors name the
-files: no barcode of the list in the fragments, no fragment on the peaks' chromosomes, no site in
-any peak.
+the peaks, not by the file. Per block and chromosome the sites go to a
+:class:`getdiff.insertions.SiteTally` (sorted once, two binary searches per peak; chromosome
+naming checked or harmonised there). Logged: fragments read, kept by barcode, insertion sites in
+peaks (FRiP); errors name the files: no barcode of the list in the fragments, a ``1`` vs ``chr1``
+naming mismatch (under ``chrom_naming="strict"``), no fragment on the peaks' chromosomes, no site
+in any peak.
 """
 
 from __future__ import annotations
@@ -36,18 +37,27 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from getdiff.errors import InputError
+from getdiff.insertions import SiteTally
 from getdiff.intervals import check_match_rate
 from getdiff.io import is_gzipped, open_text, reading
 
 log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 8 << 20  # text per parsed block; bounds memory whatever the file size
-BAM_MAGIC = b"BAM\x01"
-CRAM_MAGIC = b"CRAM"
+ALIGNMENT_MAGIC = {b"BAM\x01": "bam", b"CRAM": "cram"}  # counted by getdiff.bam
 
 
 def counts_format(path: str | Path) -> str:
-    """``bedgraph`` or ``fragments``, from the first data line; BAM/CRAM are refused."""
+    """``bam``, ``cram``, ``fragments`` or ``bedgraph``, from the content: the magic bytes, then
+    column 4 of the first data line (a barcode, not a number, makes a fragments file)."""
+    with reading(path):
+        with open(path, "rb") as raw:
+            head = raw.read(4)
+        if is_gzipped(path):  # BGZF is gzip: a BAM's magic is inside the first block
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(4)
+    if head in ALIGNMENT_MAGIC:
+        return ALIGNMENT_MAGIC[head]
     fields = _first_fields(path)
     if len(fields) >= 4:
         try:
@@ -58,27 +68,12 @@ def counts_format(path: str | Path) -> str:
 
 
 def _first_fields(path: str | Path) -> list[str]:
-    """The tab-separated fields of the first data line (BAM/CRAM and empty files refused)."""
-    with reading(path):
-        with open(path, "rb") as raw:
-            head = raw.read(4)
-        if is_gzipped(path):
-            with gzip.open(path, "rb") as handle:
-                head = handle.read(4)
-        if head in (BAM_MAGIC, CRAM_MAGIC):
-            raise InputError(
-                path,
-                "is a BAM/CRAM file; counts_file takes a fragments file or a bedGraph "
-                "(make fragments with e.g. sinto fragments, or count with bedtools multicov)",
-            )
-        with open_text(path) as handle:
-            for line in handle:
-                if line.strip() and not line.startswith(("#", "track", "browser")):
-                    fields = line.rstrip("\n").split("\t")
-                    break
-            else:
-                raise InputError(path, "no counts found: the file is empty or holds only headers")
-    return fields
+    """The tab-separated fields of the first data line (an empty file is an error)."""
+    with reading(path), open_text(path) as handle:
+        for line in handle:
+            if line.strip() and not line.startswith(("#", "track", "browser")):
+                return line.rstrip("\n").split("\t")
+    raise InputError(path, "no counts found: the file is empty or holds only headers")
 
 
 def read_barcodes(path: str | Path, group: str) -> np.ndarray:
@@ -120,91 +115,67 @@ def _header_or_short(row: pacsv.InvalidRow) -> str:
     return "skip" if (row.text or "").startswith("#") else "error"
 
 
-class _Tally:
-    """Insertion sites per peak, accumulated over blocks; peaks grouped by chromosome."""
-
-    def __init__(self, peaks: pd.DataFrame) -> None:
-        self.counts = np.zeros(len(peaks), dtype=np.int64)
-        self.index = {
-            chrom: (rows.to_numpy(), peaks["start"].to_numpy()[rows], peaks["end"].to_numpy()[rows])
-            for chrom, rows in pd.Series(np.arange(len(peaks))).groupby(peaks["chrom"].to_numpy())
-        }
-        self.fragments = self.kept = self.on_peak_chromosomes = 0
-
-    def add(self, block: pa.RecordBatch, barcodes: pa.Array | None) -> None:
-        self.fragments += block.num_rows
-        if barcodes is not None:
-            block = block.filter(pc.is_in(block.column("barcode"), value_set=barcodes))
-        self.kept += block.num_rows
-        chrom = block.column("chrom").dictionary_encode()
-        codes = chrom.indices.to_numpy(zero_copy_only=False)
-        start = block.column("start").to_numpy()
-        end = block.column("end").to_numpy()
-        for code, name in enumerate(chrom.dictionary.to_pylist()):
-            if name not in self.index:
-                continue
-            rows = codes == code
-            self.on_peak_chromosomes += int(rows.sum())
-            sites = np.sort(np.concatenate([start[rows], end[rows] - 1]))
-            peak_rows, peak_start, peak_end = self.index[name]
-            inside = np.searchsorted(sites, peak_end) - np.searchsorted(sites, peak_start)
-            self.counts[peak_rows] += inside
+def _add_block(tally: SiteTally, block: pa.RecordBatch) -> int:
+    """Count one block's insertion sites (``start``, ``end - 1``) into the tally, chromosome by
+    chromosome; returns how many of its fragments lie on a peak chromosome."""
+    chrom = block.column("chrom").dictionary_encode()
+    codes = chrom.indices.to_numpy(zero_copy_only=False)
+    start = block.column("start").to_numpy()
+    end = block.column("end").to_numpy()
+    on_peaks = 0
+    for code, name in enumerate(chrom.dictionary.to_pylist()):
+        target = tally.peak_chrom(name)
+        if target is None:
+            continue
+        rows = codes == code
+        on_peaks += int(rows.sum())
+        tally.add(target, np.concatenate([start[rows], end[rows] - 1]))
+    return on_peaks
 
 
 def count_insertions(
-    path: str | Path, peaks: pd.DataFrame, barcodes: np.ndarray | None = None, source: str = ""
+    path: str | Path,
+    peaks: pd.DataFrame,
+    barcodes: np.ndarray | None = None,
+    source: str = "",
+    chrom_naming: str = "strict",
 ) -> np.ndarray:
     """(n_peaks,) int64 insertion sites of the fragments file inside each peak (module doc).
 
     ``peaks`` needs chrom, start, end; ``barcodes`` (optional) selects the fragments counted;
-    ``source`` names the peak file (and barcode file) in errors.
+    ``source`` names the peak file (and barcode file) in errors; ``chrom_naming`` (``strict`` or
+    ``harmonise``) says what a ``1`` vs ``chr1`` difference does (:mod:`getdiff.insertions`).
     """
     path = Path(path)
-    tally = _Tally(peaks)
+    tally = SiteTally(peaks, path, source, chrom_naming)
     wanted = None if barcodes is None else pa.array(barcodes, pa.string())
+    fragments = kept = 0
     try:
         with reading(path):
             for block in _blocks(path):
-                tally.add(block, wanted)
+                fragments += block.num_rows
+                if wanted is not None:
+                    block = block.filter(pc.is_in(block.column("barcode"), value_set=wanted))
+                kept += block.num_rows
+                _add_block(tally, block)
     except pa.ArrowInvalid as err:
         raise InputError(
             path, f"not a fragments file ({err}); expected chrom start end barcode [count]"
         ) from None
-    _check_tally(path, tally, barcodes is not None, source)
+    if wanted is not None:
+        check_match_rate(kept, fragments, "fragments with a listed barcode", path, source)
+    tally.check("fragment")
     in_peaks = int(tally.counts.sum())
     log.info(
         "%s: %d fragments, %d kept%s, %d insertion sites in peaks (%.1f%% of the kept sites)",
         path,
-        tally.fragments,
-        tally.kept,
+        fragments,
+        kept,
         " by barcode" if barcodes is not None else "",
         in_peaks,
-        100.0 * in_peaks / max(2 * tally.kept, 1),
+        100.0 * in_peaks / max(2 * kept, 1),
     )
     return tally.counts
-
-
-def _check_tally(path: Path, tally: _Tally, filtered: bool, source: str) -> None:
-    """The match-rate rule for fragments: barcodes, chromosomes, then sites in peaks."""
-    if filtered:
-        what = "fragments with a listed barcode"
-        check_match_rate(tally.kept, tally.fragments, what, path, source)
-        if tally.kept == 0:
-            return
-    if tally.on_peak_chromosomes == 0:
-        raise InputError(
-            path,
-            f"no fragment lies on a chromosome of the peaks ({source}); check the genome build "
-            "and chromosome naming (chr1 vs 1)",
-        )
-    if not tally.counts.any():
-        raise InputError(
-            path,
-            f"no insertion site lies in any peak of {source}; check the genome build and "
-            "0- vs 1-based coordinates",
-        )
-    with_sites = int(np.count_nonzero(tally.counts))
-    check_match_rate(with_sites, len(tally.counts), "peaks with insertion sites", path, source)
 
 
 __all__ = ["count_insertions", "counts_format", "read_barcodes"]

@@ -4,6 +4,11 @@ Coordinates are 0-based, half-open (BED): two intervals overlap when ``a.start <
 ``a.end > b.start`` on the same chromosome. Tables are pandas frames with ``chrom``, ``start``,
 ``end`` columns in any order.
 
+Chromosome names: :func:`natural_chrom_key` orders them (chr1 < chr2 < ... < chr10 < chrX);
+:func:`harmonise_chrom` gives the other spelling (``chr1`` <-> ``1``), which every input matched to
+the peaks (motif scan, counts files, missing regions) renames under ``prepare.chrom_naming:
+harmonise``.
+
 Match rates. Whenever one input is matched against another (motif hits to peaks, counts to
 peaks, missing regions to windows) the fraction matched is logged. None matched is an error
 naming both files with the usual causes (genome build, chromosome naming, 0/1-based
@@ -32,6 +37,23 @@ MISMATCH_HINT = (
     "check that both use the same genome build, the same chromosome naming ('chr1' vs '1'; "
     "prepare.chrom_naming: harmonise) and 0-based BED coordinates (off by one base: 1-based)"
 )
+
+
+def natural_chrom_key(chrom: str) -> tuple[int, int, str]:
+    """Sort key giving chr1 < chr2 < ... < chr10 < ... < chr22 < chrX < chrY < chrM < others."""
+    bare = chrom[3:] if chrom.lower().startswith("chr") else chrom
+    if bare.isdigit():
+        return (0, int(bare), "")
+    order = {"X": 1, "Y": 2, "M": 3, "MT": 3}
+    return (1, order.get(bare.upper(), 4), bare)
+
+
+def harmonise_chrom(chrom: str) -> str:
+    """The other naming convention of a chromosome: ``chr1`` <-> ``1``, ``chrM`` <-> ``MT``."""
+    if chrom.startswith("chr"):
+        bare = chrom[3:]
+        return "MT" if bare == "M" else bare
+    return "chrM" if chrom == "MT" else f"chr{chrom}"
 
 
 def _ranges(table: pd.DataFrame) -> pr.PyRanges:

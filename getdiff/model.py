@@ -73,6 +73,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from getdiff.errors import ConfigError, InputError
 from getdiff.io import atomic_path
@@ -285,10 +286,17 @@ class DiTBlock(nn.Module):
 
 
 class DiTEncoder(nn.Module):
-    """Timestep embedder + DiT blocks + final LayerNorm: tokens (B, N, d), t (B,) -> (B, N, d)."""
+    """Timestep embedder + DiT blocks + final LayerNorm: tokens (B, N, d), t (B,) -> (B, N, d).
+
+    ``activation_checkpointing`` (off by default; a training setting, not part of ModelConfig):
+    in training mode with gradients on, each block's activations are recomputed in the backward
+    pass instead of being kept (``torch.utils.checkpoint``, RNG state preserved, so dropout draws
+    and gradients are those of the plain forward).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.activation_checkpointing = False
         d = config.embed_dim
         self.t_embedder = TimestepEmbedder(d, config.frequency_dim)
         self.blocks = nn.ModuleList(
@@ -307,8 +315,12 @@ class DiTEncoder(nn.Module):
         c = self.t_embedder(t)
         if condition is not None:
             c = c + condition
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, c, rotation)
+            if recompute:
+                x = checkpoint(block, x, c, rotation, use_reentrant=False)
+            else:
+                x = block(x, c, rotation)
         return self.norm(x)
 
 

@@ -28,9 +28,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from getdiff.bam import ReadFilter, count_read_insertions
 from getdiff.errors import InputError, raise_first_bad_line
 from getdiff.fragments import count_insertions, counts_format
-from getdiff.intervals import COORDINATE_PATTERN, check_match_rate
+from getdiff.intervals import (
+    COORDINATE_PATTERN,
+    check_match_rate,
+    harmonise_chrom,
+    natural_chrom_key,
+)
 from getdiff.io import open_text, reading
 
 log = logging.getLogger(__name__)
@@ -38,23 +44,6 @@ log = logging.getLogger(__name__)
 DUPLICATE_PEAKS = ("error", "first", "merge")
 DEFAULT_CHROMOSOMES: tuple[str, ...] = tuple(f"chr{i}" for i in range(1, 23)) + ("chrX",)
 HEADER_PATTERN = r"^(?:#|track\b|browser\b)"
-
-
-def natural_chrom_key(chrom: str) -> tuple[int, int, str]:
-    """Sort key giving chr1 < chr2 < ... < chr10 < ... < chr22 < chrX < chrY < chrM < others."""
-    bare = chrom[3:] if chrom.lower().startswith("chr") else chrom
-    if bare.isdigit():
-        return (0, int(bare), "")
-    order = {"X": 1, "Y": 2, "M": 3, "MT": 3}
-    return (1, order.get(bare.upper(), 4), bare)
-
-
-def harmonise_chrom(chrom: str) -> str:
-    """The other naming convention of a chromosome: ``chr1`` <-> ``1``, ``chrM`` <-> ``MT``."""
-    if chrom.startswith("chr"):
-        bare = chrom[3:]
-        return "MT" if bare == "M" else bare
-    return "chrM" if chrom == "MT" else f"chr{chrom}"
 
 
 def genome_order(chrom: pd.Series, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -292,22 +281,35 @@ def load_peaks(
     drop_zero_accessibility: bool = True,
     duplicate_peaks: str = "error",
     barcodes: np.ndarray | None = None,
+    chrom_naming: str = "strict",
+    read_filter: ReadFilter | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Read, validate, filter and sort one cell type's peaks -> (peaks, dropped per reason).
 
-    ``counts_file`` is a bedGraph or a fragments file (told apart by content, see
-    :mod:`getdiff.fragments`); ``barcodes`` selects the fragments counted (fragments only).
+    ``counts_file`` is a bedGraph, a fragments file or a BAM/CRAM (told apart by content, see
+    :mod:`getdiff.fragments`); ``barcodes`` selects the fragments counted (fragments only);
+    ``chrom_naming`` applies to fragments and BAM/CRAM; ``read_filter`` (``prepare.bam``) is
+    needed for a BAM/CRAM.
     """
     if counts_column is not None and counts_file is not None:
         raise ValueError("give counts_column or counts_file, not both")
     peaks = read_peak_file(path, counts_column=counts_column, duplicates=duplicate_peaks)
     missing = None
-    if counts_file is not None and counts_format(counts_file) == "fragments":
-        counts = count_insertions(counts_file, peaks, barcodes, source=str(path))
+    kind = counts_format(counts_file) if counts_file is not None else None
+    if barcodes is not None and kind != "fragments":
+        names = {"bedgraph": "a bedGraph", "bam": "a BAM", "cram": "a CRAM", None: "missing"}
+        raise InputError(
+            counts_file or path, f"barcodes need a fragments file; the counts_file is {names[kind]}"
+        )
+    if kind == "fragments":
+        counts = count_insertions(counts_file, peaks, barcodes, str(path), chrom_naming)
         peaks = peaks.assign(counts=counts.astype(np.float64))
-    elif counts_file is not None:
-        if barcodes is not None:
-            raise InputError(counts_file, "barcodes need a fragments file; this is a bedGraph")
+    elif kind in ("bam", "cram"):
+        if read_filter is None:
+            raise ValueError("a BAM/CRAM counts_file needs read_filter (prepare.bam)")
+        counts = count_read_insertions(counts_file, peaks, read_filter, path, chrom_naming)
+        peaks = peaks.assign(counts=counts.astype(np.float64))
+    elif kind == "bedgraph":
         peaks, missing = attach_counts(peaks, read_counts_file(counts_file))
         matched = len(peaks) - missing
         check_match_rate(matched, len(peaks), "peaks found in the counts", counts_file, path)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from getdiff import __version__
+from getdiff.bam import read_filter
 from getdiff.config import add_config_arguments, config_from_args, load_cell_types, load_config
 from getdiff.errors import ConfigError, InputError
 from getdiff.fragments import read_barcodes
@@ -188,6 +189,8 @@ def region_features(settings: PrepareSettings) -> tuple[pd.DataFrame, np.ndarray
         drop_zero_accessibility=section["drop_zero_accessibility"],
         duplicate_peaks=section["duplicate_peaks"],
         barcodes=barcodes,
+        chrom_naming=section["chrom_naming"],
+        read_filter=read_filter(section["bam"]),
     )
     log.info(
         "%s: %d peaks kept from %s (dropped: %s)",

@@ -13,6 +13,19 @@ region's genomic midpoint passed on for ``model.positions: rotary``. AdamW (weig
 matrices only), linear warm-up then cosine decay to ``MIN_LR_RATIO * lr``, gradient clipping,
 bf16 autocast on CUDA (and on CPU with ``train.precision: bf16``).
 
+Scale-out (:mod:`getdiff.distributed`): under torchrun (``train.devices`` x ``train.nodes``
+processes) every rank draws the masks, t and noise of the whole global batch from the same
+generator and trains on its own disjoint shard of it (DDP averages the gradients), so a sample
+gets the same mask, t and noise whatever the number of processes, and 1 process x batch 8
+trains like 2 x 4 up to floating-point reduction order. ``train.grad_accumulation`` splits each
+rank's shard into micro-batches whose losses are weighted by their share of it (every window
+hides the same number of values, so this is the loss of the whole batch);
+``train.activation_checkpointing`` recomputes each DiT block in the backward pass;
+``train.compile`` runs the network through ``torch.compile``. With ``model.dropout`` > 0 the
+dropout draws depend on the layout (rank, micro-batch), so such runs agree in distribution only.
+Only rank 0 validates, logs and writes; the progress line's rates are those of all ranks
+together (steps/s of global batches, tokens/s and GFLOP/s over every process).
+
 Validation every ``eval_every`` steps and at the end, on the first ``val_windows`` validation
 windows with masks, t and noise fixed by the seed (same every pass and every run); the weights
 with the lowest validation loss are the result.
@@ -30,8 +43,9 @@ Outputs in ``outdir`` (written atomically, only once training has finished):
 Resuming: ``outdir/checkpoints/last.pt`` (model, optimizer, scheduler, RNG states, step, history,
 best so far) is written every ``checkpoint_every`` steps and ``best.pt`` at each new best. A rerun
 with the same settings and inputs continues from ``last.pt`` and reaches the same weights as an
-uninterrupted run; if the settings or inputs differ it starts afresh. Delete
-``outdir/checkpoints`` to force a fresh start.
+uninterrupted run (under DDP too: every rank's RNG state is saved); if the settings or inputs
+differ it starts afresh (``RESUME_NEUTRAL_KEYS`` may differ: e.g. a run may resume on another
+number of GPUs). Delete ``outdir/checkpoints`` to force a fresh start.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +65,11 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from getdiff import __version__
+from getdiff import __version__, distributed
 from getdiff.config import (
     add_config_arguments,
     config_from_args,
@@ -68,6 +84,7 @@ from getdiff.diffusion import (
     random_masks,
     random_timesteps,
 )
+from getdiff.distributed import Ranks
 from getdiff.errors import ConfigError, GetdiffError, InputError
 from getdiff.io import atomic_dir, atomic_path, exclusive, output_set
 from getdiff.lora import unwrap
@@ -92,6 +109,9 @@ HISTORY_COLUMNS = (
 )
 # train.* keys that do not change the trajectory: a checkpoint written under other values resumes.
 RESUME_NEUTRAL_KEYS = ("log_every", "checkpoint_every", "device", "gpu_model", "groups")
+# Speed and memory knobs: the trajectory is the same up to rounding (and dropout draws).
+RESUME_NEUTRAL_KEYS += ("devices", "nodes", "grad_accumulation", "activation_checkpointing")
+RESUME_NEUTRAL_KEYS += ("compile",)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -418,18 +438,50 @@ def _save(state: dict[str, Any], path: Path) -> None:
         torch.save(state, tmp)
 
 
-def _rng_states(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+def _rng_states(generator: torch.Generator, ranks: Ranks) -> dict[str, Any]:
+    """RNG states: the data generator's (the same on every rank), and torch's global generator
+    (dropout) of rank 0 and, under DDP, of every rank in ``ranks``."""
     states = {"torch": torch.get_rng_state(), "data": generator.get_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
+    if ranks.device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(ranks.device)
+    if ranks.distributed:
+        states["ranks"] = ranks.gather_objects(_global_rng_state(ranks.device))
     return states
 
 
-def _set_rng_states(states: dict[str, Any], generator: torch.Generator, device: torch.device):
-    torch.set_rng_state(states["torch"])
+def _global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_states(
+    states: dict[str, Any], generator: torch.Generator, ranks: Ranks, seed: int
+) -> None:
+    """Restore :func:`_rng_states` on this rank.
+
+    A checkpoint written by another number of processes gives rank 0 its saved state and the
+    other ranks a fresh dropout stream.
+    """
     generator.set_state(states["data"])
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
+    per_rank = states.get("ranks")
+    if per_rank is not None and len(per_rank) == ranks.world_size:
+        state = per_rank[ranks.rank]
+    elif ranks.rank == 0:
+        state = states  # rank 0's state is also the top-level one
+    else:
+        _seed_rank(seed, ranks)
+        return
+    torch.set_rng_state(state["torch"])
+    if ranks.device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], ranks.device)
+
+
+def _seed_rank(seed: int, ranks: Ranks) -> None:
+    """Give ranks other than 0 their own dropout stream (rank 0 keeps the single-process one)."""
+    if ranks.rank > 0:
+        torch.manual_seed(int(np.random.SeedSequence([seed, ranks.rank]).generate_state(1)[0]))
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -437,18 +489,22 @@ def _set_rng_states(states: dict[str, Any], generator: torch.Generator, device: 
 
 @dataclass
 class Run:
-    """What a training run reads and never changes: settings, data, validation set, device."""
+    """What a training run reads and never changes: settings, data, validation set, ranks."""
 
     config: dict[str, Any]
     cell_types: list[str]
     outdir: Path
-    device: torch.device
+    ranks: Ranks  # this process's rank and device (rank 0 of 1 without torchrun)
     bf16: bool  # autocast to bfloat16
     train_data: WindowData
     val: ValidationSet | None
     target: Target
     diffusion: GaussianDiffusion
     fingerprint: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.ranks.device
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -468,11 +524,26 @@ class Run:
 
 
 def prepare_run(
-    config: dict[str, Any], cell_types: list[str], prepared_dir: str | Path, outdir: str | Path
+    config: dict[str, Any],
+    cell_types: list[str],
+    prepared_dir: str | Path,
+    outdir: str | Path,
+    ranks: Ranks | None = None,
 ) -> Run:
-    """Device, precision, the group's windows, the fixed validation set and the fingerprint."""
+    """Precision, the group's windows, the fixed validation set and the fingerprint.
+
+    ``ranks`` (default: a single process on ``train.device``) gives the device.
+    """
     settings = config["train"]
-    device = resolve_device(settings["device"])
+    ranks = ranks or Ranks(device=resolve_device(settings["device"]))
+    device = ranks.device
+    ranks.shard(settings["batch_size"])  # a batch that does not split evenly: ConfigError
+    if settings["batch_size"] // ranks.world_size < settings["grad_accumulation"]:
+        raise ConfigError(
+            f"key 'train.grad_accumulation': {settings['grad_accumulation']} micro-batches need at "
+            f"least as many windows per process; train.batch_size is {settings['batch_size']} "
+            f"over {ranks.world_size} process(es)"
+        )
     # bf16 autocast: always on CUDA; on CPU only when asked (it pays off on CPUs with native
     # bf16 matmul, e.g. avx512_bf16/AMX: 1.5x at the mid preset in benchmarks/RESULTS.md).
     precision = settings["precision"]
@@ -499,7 +570,7 @@ def prepare_run(
         config=config,
         cell_types=cell_types,
         outdir=Path(outdir),
-        device=device,
+        ranks=ranks,
         bf16=use_autocast,
         train_data=train_data,
         val=val,
@@ -509,14 +580,34 @@ def prepare_run(
     )
 
 
+def training_network(
+    model: torch.nn.Module, run: Run
+) -> tuple[torch.nn.Module, DistributedDataParallel | None]:
+    """What a step calls: ``model`` with activation checkpointing as configured, in DDP across
+    ranks, compiled if asked; and the DDP wrapper (None in one process)."""
+    settings = run.settings
+    unwrap(model).encoder.activation_checkpointing = settings["activation_checkpointing"]
+    ddp = None
+    network = model
+    if run.ranks.distributed:
+        device_ids = [run.device] if run.device.type == "cuda" else None
+        # Every trainable parameter (LoRA, modules_to_save, mask_token) is used in each forward.
+        ddp = network = DistributedDataParallel(model, device_ids=device_ids)
+    if settings["compile"]:
+        network = torch.compile(network)
+    return network, ddp
+
+
 @dataclass
 class TrainState:
     """Everything a step changes; saved to and restored from ``checkpoints/last.pt``."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module  # the network's weights (plain or peft), as saved and exported
+    network: torch.nn.Module  # not saved: what a step calls (model, or DDP / compiled around it)
+    ddp: DistributedDataParallel | None  # not saved: the DDP wrapper when there are several ranks
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    generator: torch.Generator  # masks, t and noise
+    generator: torch.Generator  # masks, t and noise (the same stream on every rank)
     loss_sum: torch.Tensor  # training loss summed since the last log line (on the device)
     trainable: list[torch.nn.Parameter]  # not saved: derived from the model
     flops_per_step: float  # model FLOPs of one step (getdiff.model.train_step_flops)
@@ -536,10 +627,14 @@ class TrainState:
             run.config, len(data.feature_names), data.window_size, len(run.cell_types)
         )
         model = model.to(run.device).train()
+        _seed_rank(settings["seed"], run.ranks)
+        network, ddp = training_network(model, run)
         optimizer = configure_optimizer(model, settings["lr"], settings["weight_decay"], run.device)
         schedule = lr_factor(settings["warmup_steps"], settings["max_steps"])
         return cls(
             model=model,
+            network=network,
+            ddp=ddp,
             optimizer=optimizer,
             scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
             generator=torch.Generator(device=run.device).manual_seed(settings["seed"]),
@@ -550,34 +645,39 @@ class TrainState:
             ),
         )
 
-    def to_checkpoint(self, fingerprint: str) -> dict[str, Any]:
+    def to_checkpoint(self, fingerprint: str, ranks: Ranks) -> dict[str, Any]:
+        """The checkpoint dict; a collective under DDP (every rank must call it)."""
         return {
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_states(self.generator, self.loss_sum.device),
+            "rng": _rng_states(self.generator, ranks),
             "history": self.history,
             "best_val_loss": self.best_val_loss,
             "best_step": self.best_step,
-            "loss_sum": float(self.loss_sum),
+            "loss_sum": float(ranks.mean_(self.loss_sum)),
             "interval_steps": self.interval_steps,
             "fingerprint": fingerprint,
         }
 
-    def restore(self, checkpoint: dict[str, Any]) -> None:
+    def restore(self, checkpoint: dict[str, Any], ranks: Ranks, seed: int) -> None:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_states(checkpoint["rng"], self.generator, self.loss_sum.device)
+        _set_rng_states(checkpoint["rng"], self.generator, ranks, seed)
         self.step, self.history = checkpoint["step"], checkpoint["history"]
         self.best_val_loss, self.best_step = checkpoint["best_val_loss"], checkpoint["best_step"]
-        self.loss_sum.fill_(checkpoint["loss_sum"])
+        self.loss_sum.fill_(checkpoint["loss_sum"])  # the mean over ranks, on every rank
         self.interval_steps = checkpoint["interval_steps"]
 
 
 def resume(state: TrainState, run: Run) -> None:
-    """Continue from ``last.pt`` when it was written with the same settings and inputs."""
+    """Continue from ``last.pt`` when it was written with the same settings and inputs.
+
+    Every rank reads the file (the same one: the same settings and inputs give every rank the
+    same decision).
+    """
     path = run.last_path
     if path.exists():
         # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
@@ -590,46 +690,100 @@ def resume(state: TrainState, run: Run) -> None:
                 "getdiff train (delete it to start afresh)",
             ) from error
         if checkpoint.get("fingerprint") == run.fingerprint:
-            state.restore(checkpoint)
+            state.restore(checkpoint, run.ranks, run.settings["seed"])
             log.info("resuming from %s at step %d", path, state.step)
         else:
             log.warning("%s was written with other settings or inputs: starting afresh", path)
-    if state.step == 0:
+    if state.step == 0 and run.ranks.is_main:
         run.best_path.unlink(missing_ok=True)  # a stale best from another run must not be picked
 
 
-def train_step(state: TrainState, run: Run, sampler: EpochSampler) -> dict[str, Any]:
-    """One optimizer step on the step's batch; returns what the log line reports."""
+def draw_batch(state: TrainState, run: Run, sampler: EpochSampler) -> dict[str, torch.Tensor]:
+    """This rank's shard of the step's global batch, with its masks, t and noise.
+
+    Masks, t and noise are drawn for the whole global batch on every rank (one seeded stream),
+    so each sample gets the same ones whatever the number of processes.
+    """
     data, settings = run.train_data, run.settings
     batch_size, device = settings["batch_size"], run.device
-    x0, positions, cell_type = data.batch(sampler.indices(state.step))
+    shard = run.ranks.shard(batch_size)
+    x0, positions, cell_type = data.batch(sampler.indices(state.step)[shard])
     mask = random_masks(
         batch_size, data.window_size, run.config["diffusion"]["mask_ratio"], state.generator, device
     )
     t = random_timesteps(batch_size, run.diffusion.num_timesteps, state.generator, device)
-    noise = torch.randn(x0.shape, generator=state.generator, device=device)
+    noise = torch.randn((batch_size, *x0.shape[1:]), generator=state.generator, device=device)
+    return {
+        "x0": x0,
+        "positions": positions,
+        "cell_type": cell_type,
+        "mask": mask[shard],
+        "t": t[shard],
+        "noise": noise[shard],
+    }
+
+
+def micro_batches(batch: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
+    """``batch`` split along dim 0 into ``count`` parts (sizes differ by at most one)."""
+    splits = {key: torch.tensor_split(value, count) for key, value in batch.items()}
+    return [{key: parts[i] for key, parts in splits.items()} for i in range(count)]
+
+
+def _gradient_sync(state: TrainState, last: bool) -> AbstractContextManager:
+    """DDP averages gradients over ranks in the last micro-batch's backward only."""
+    return state.ddp.no_sync() if state.ddp is not None and not last else nullcontext()
+
+
+def _loss(
+    state: TrainState, run: Run, part: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(masked MSE, x0 prediction) of the network on one (micro-)batch."""
     with run.autocast:
-        loss, pred = run.diffusion.training_loss(
-            state.model,
-            x0,
-            mask,
-            t,
-            noise,
-            positions=positions,
+        return run.diffusion.training_loss(
+            state.network,
+            part["x0"],
+            part["mask"],
+            part["t"],
+            part["noise"],
+            positions=part["positions"],
             target=run.target,
-            cell_type=cell_type,
+            cell_type=part["cell_type"],
         )
+
+
+def train_step(state: TrainState, run: Run, sampler: EpochSampler) -> dict[str, Any]:
+    """One optimizer step on the step's batch (this rank's shard, in micro-batches); returns
+    what the log line reports."""
+    batch = draw_batch(state, run, sampler)
+    parts = micro_batches(batch, run.settings["grad_accumulation"])
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    step_loss, preds = torch.zeros((), device=run.device), []
+    for i, part in enumerate(parts):
+        with _gradient_sync(state, last=i == len(parts) - 1):
+            loss, pred = _loss(state, run, part)
+            if len(parts) > 1:
+                # Every window hides as many values: the shard's loss is the size-weighted mean.
+                loss = loss * (part["x0"].shape[0] / batch["x0"].shape[0])
+            loss.backward()
+        step_loss += loss.detach()
+        preds.append(pred.detach())
     # max_norm inf (grad_clip 0) still measures the norm for the log, without clipping.
-    grad_norm = torch.nn.utils.clip_grad_norm_(state.trainable, settings["grad_clip"] or math.inf)
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        state.trainable, run.settings["grad_clip"] or math.inf
+    )
     state.optimizer.step()
     lr = state.scheduler.get_last_lr()[0]
     state.scheduler.step()
     state.step += 1
-    state.loss_sum += loss.detach()
+    state.loss_sum += step_loss
     state.interval_steps += 1
-    return {"pred": pred, "x0": x0, "mask": mask, "grad_norm": grad_norm, "lr": lr}
+    return {
+        "pred": torch.cat(preds),
+        "x0": batch["x0"],
+        "mask": batch["mask"],
+        "grad_norm": grad_norm,
+        "lr": lr,
+    }
 
 
 class Throughput:
@@ -646,8 +800,12 @@ class Throughput:
 
 
 def log_row(state: TrainState, run: Run, last: dict[str, Any], rate: float) -> dict[str, float]:
-    """The history row of a log step (mean loss since the last one, Pearson, speed)."""
-    mean_loss = float(state.loss_sum) / state.interval_steps  # syncs the device: timing is real
+    """The history row of a log step (mean loss since the last one, Pearson, speed).
+
+    A collective under DDP: loss and Pearson are over the global batch, on every rank.
+    """
+    ranks = run.ranks
+    mean_loss = float(ranks.mean_(state.loss_sum)) / state.interval_steps  # syncs the device
     state.loss_sum.zero_()
     state.interval_steps = 0
     if not math.isfinite(mean_loss) and all(
@@ -659,10 +817,9 @@ def log_row(state: TrainState, run: Run, last: dict[str, Any], rate: float) -> d
             mean_loss,
             state.step,
         )
-    tokens_per_step = run.settings["batch_size"] * run.train_data.window_size
-    pearson = masked_pearson(
-        last["pred"].detach().float(), last["x0"], last["mask"], run.target.columns
-    )
+    tokens_per_step = run.settings["batch_size"] * run.train_data.window_size  # global batch
+    pred, x0, mask = (ranks.gather(last[k]) for k in ("pred", "x0", "mask"))
+    pearson = masked_pearson(pred.float(), x0, mask, run.target.columns)
     return {
         "step": state.step,
         "lr": last["lr"],
@@ -675,13 +832,18 @@ def log_row(state: TrainState, run: Run, last: dict[str, Any], rate: float) -> d
     }
 
 
-def report(row: dict[str, float], max_steps: int, bar: tqdm) -> None:
-    """The log line of a history row: a progress-bar postfix on a terminal, else a log record."""
+def report(row: dict[str, float], max_steps: int, bar: tqdm, processes: int = 1) -> None:
+    """The log line of a history row: a progress-bar postfix on a terminal, else a log record.
+
+    Rates are of the whole run: with several processes, tokens/s and GFLOP/s are their sum.
+    """
     message = (
         f"loss {row['loss']:.5f} pearson {row['masked_pearson']:.3f} lr {row['lr']:.2e} "
         f"{row['steps_per_s']:.2f} steps/s {row['tokens_per_s']:,.0f} tokens/s "
         f"{row['gflops']:.1f} GFLOP/s"
     )
+    if processes > 1:
+        message += f" (all {processes} processes)"
     if not bar.disable:
         bar.set_postfix_str(message)
         return
@@ -698,7 +860,7 @@ def report(row: dict[str, float], max_steps: int, bar: tqdm) -> None:
 
 
 def validation_step(state: TrainState, run: Run) -> tuple[float, float]:
-    """Score the fixed validation set; keep ``best.pt`` at the lowest loss so far."""
+    """Score the fixed validation set; keep ``best.pt`` at the lowest loss so far (rank 0)."""
     if run.val is None:
         return math.nan, math.nan
     val_loss, val_pearson = validate(
@@ -711,6 +873,13 @@ def validation_step(state: TrainState, run: Run) -> tuple[float, float]:
         state.best_val_loss, state.best_step = val_loss, state.step
         _save({"step": state.step, "model": state.model.state_dict()}, run.best_path)
     return val_loss, val_pearson
+
+
+def save_checkpoint(state: TrainState, run: Run) -> None:
+    """Write ``last.pt`` (rank 0; every rank takes part in gathering the RNG states)."""
+    checkpoint = state.to_checkpoint(run.fingerprint, run.ranks)
+    if run.ranks.is_main:
+        _save(checkpoint, run.last_path)
 
 
 def export(state: TrainState, run: Run) -> None:
@@ -749,19 +918,38 @@ def export(state: TrainState, run: Run) -> None:
 
 def _log_model(state: TrainState, run: Run) -> None:
     trainable, total = count_parameters(state.model)
-    data = run.train_data
+    data, ranks, settings = run.train_data, run.ranks, run.settings
+    knobs = [
+        f"{settings['grad_accumulation']} micro-batches"
+        if settings["grad_accumulation"] > 1
+        else "",
+        "activation checkpointing" if settings["activation_checkpointing"] else "",
+        "torch.compile" if settings["compile"] else "",
+        f"{ranks.world_size} processes ({ranks.backend} DDP)" if ranks.distributed else "",
+    ]
     log.info(
-        "model %s: %s trainable of %s parameters; device %s%s; %d train windows x %d regions x %d "
-        "features",
+        "model %s: %s trainable of %s parameters; device %s%s%s; %d train windows x %d regions x "
+        "%d features",
         run.config["model"]["preset"],
         f"{trainable:,}",
         f"{total:,}",
         run.device,
         " (bf16 autocast)" if run.bf16 else f" ({torch.get_num_threads()} threads)",
+        "".join(f"; {knob}" for knob in knobs if knob),
         len(data),
         data.window_size,
         len(data.feature_names),
     )
+    asked = settings["devices"] * settings["nodes"]
+    if asked != ranks.world_size:
+        log.warning(
+            "train.devices x train.nodes is %d but %d process(es) run: the workflow's train rule "
+            "starts torchrun; to run getdiff train by hand on %d, use `torchrun --nproc-per-node "
+            "N -m getdiff train ...`",
+            asked,
+            ranks.world_size,
+            asked,
+        )
 
 
 def train(
@@ -774,13 +962,23 @@ def train(
 ) -> Path | None:
     """Train on ``cell_types``' windows with the validated ``config``; return ``outdir``.
 
-    ``threads`` sets torch's CPU threads. ``stop_after`` ends the run after that many steps
-    as if killed (no final outputs; the last periodic checkpoint stays), and returns None.
+    ``threads`` sets torch's CPU threads (under torchrun: shared among a node's processes).
+    ``stop_after`` ends the run after that many steps as if killed (no final outputs; the last
+    periodic checkpoint stays), and returns None. Started by torchrun, each process runs this
+    as one rank (see :mod:`getdiff.distributed`); only rank 0 takes the output lock and writes.
     """
-    if threads:
-        torch.set_num_threads(threads)
-    with exclusive(outdir, "train"):
-        return _train(config, cell_types, prepared_dir, outdir, stop_after)
+    ranks = distributed.start(config["train"]["device"])
+    try:
+        if threads:
+            torch.set_num_threads(max(1, threads // ranks.local_world_size))
+        if not ranks.is_main:
+            logging.getLogger("getdiff").setLevel(logging.ERROR)  # rank 0 speaks for all
+        with exclusive(outdir, "train") if ranks.is_main else nullcontext():
+            result = _train(config, cell_types, prepared_dir, outdir, stop_after, ranks)
+        ranks.barrier()  # every rank returns once the outputs are written
+        return result
+    finally:
+        distributed.stop(ranks)
 
 
 def _train(
@@ -789,15 +987,15 @@ def _train(
     prepared_dir: str | Path,
     outdir: str | Path,
     stop_after: int | None,
+    ranks: Ranks,
 ) -> Path | None:
-    run = prepare_run(config, cell_types, prepared_dir, outdir)
+    run = prepare_run(config, cell_types, prepared_dir, outdir, ranks)
     state = TrainState.fresh(run)
     _log_model(state, run)
     resume(state, run)
-    settings = run.settings
-    max_steps = settings["max_steps"]
+    max_steps = run.settings["max_steps"]
     sampler = EpochSampler(
-        len(run.train_data), settings["batch_size"], settings["seed"], run.device
+        len(run.train_data), run.settings["batch_size"], run.settings["seed"], run.device
     )
     speed = Throughput()
     with (
@@ -805,7 +1003,7 @@ def _train(
         tqdm(
             total=max_steps,
             initial=state.step,
-            disable=not sys.stderr.isatty(),
+            disable=not (sys.stderr.isatty() and ranks.is_main),
             unit="step",
             dynamic_ncols=True,
         ) as bar,
@@ -814,24 +1012,35 @@ def _train(
             last = train_step(state, run, sampler)
             speed.steps += 1
             bar.update(1)
-            step, row = state.step, {}
-            if step % settings["log_every"] == 0 or step == max_steps:
-                row = log_row(state, run, last, speed.rate())
-                report(row, max_steps, bar)
-            if step % settings["eval_every"] == 0 or step == max_steps:
-                val_loss, val_pearson = validation_step(state, run)
-                row.update(step=step, val_loss=val_loss, val_masked_pearson=val_pearson)
-            if row:
-                state.history.append(row)
-            if step % settings["checkpoint_every"] == 0 or step == max_steps:
-                _save(state.to_checkpoint(run.fingerprint), run.last_path)
-            if row or step % settings["checkpoint_every"] == 0:
-                speed.reset()  # rates exclude evaluation and saving
-            if stop_after is not None and stop_after <= step < max_steps:
-                log.info("stopping after step %d as asked (outputs not written)", step)
+            after_step(state, run, last, speed, bar)
+            if stop_after is not None and stop_after <= state.step < max_steps:
+                log.info("stopping after step %d as asked (outputs not written)", state.step)
                 return None
-    export(state, run)
+    if ranks.is_main:
+        export(state, run)
     return run.outdir
+
+
+def after_step(
+    state: TrainState, run: Run, last: dict[str, Any], speed: Throughput, bar: tqdm
+) -> None:
+    """Log, validate and checkpoint when the step is due (every rank calls this)."""
+    settings, step, main = run.settings, state.step, run.ranks.is_main
+    final = step == settings["max_steps"]
+    row: dict[str, float] = {}
+    if step % settings["log_every"] == 0 or final:
+        row = log_row(state, run, last, speed.rate())
+        if main:
+            report(row, settings["max_steps"], bar, run.ranks.world_size)
+    if main and (step % settings["eval_every"] == 0 or final):
+        val_loss, val_pearson = validation_step(state, run)
+        row.update(step=step, val_loss=val_loss, val_masked_pearson=val_pearson)
+    if row:
+        state.history.append(row)
+    if step % settings["checkpoint_every"] == 0 or final:
+        save_checkpoint(state, run)
+    if row or step % settings["checkpoint_every"] == 0:
+        speed.reset()  # rates exclude evaluation and saving
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -59,12 +59,18 @@ def test_stage_config_holds_only_the_inputs_and_the_sections_named():
     assert set(prepare) == {
         "cell_types",
         "motif_scan",
+        "genome_fasta",
+        "motifs",
         "genome",
         "cluster_names",
         "motif_to_cluster",
         "prepare",
     }
     assert "evaluate" in json.loads(stage_config_json(MINIMAL, "evaluate"))
+    scan = json.loads(stage_config_json(MINIMAL, "scan", "prepare.chromosomes"))
+    assert set(scan["prepare"]) == {"chromosomes"} and "pvalue" in scan["scan"]
+    with pytest.raises(ConfigError, match="prepare.nope"):
+        stage_config_json(MINIMAL, "prepare.nope")
     with pytest.raises(ConfigError, match="evaluat"):
         stage_config_json(MINIMAL, "evaluat")
 

@@ -51,6 +51,8 @@ def test_writes_three_cell_types_scan_sheet_and_config(small_demo):
     assert set(small_demo) == {
         *(f"peaks_{c}" for c in CELL_TYPES),
         "motif_scan",
+        "genome_fasta",
+        "motifs",
         "cell_types",
         "config",
     }
@@ -64,6 +66,8 @@ def test_peak_files_are_narrowpeak_with_positive_integer_counts_in_column_7(smal
         assert pd.api.types.is_integer_dtype(table[6]) and table[6].min() > 0
         assert set(table[0]) == SMALL_DEMO_CHROMOSOMES
         assert (table[1] < table[2]).all() and (table[1] >= 0).all()
+        fai = pd.read_csv(f"{small_demo['genome_fasta']}.fai", sep="\t", header=None, index_col=0)
+        assert (table[2] <= table[0].map(fai[1])).all()
         assert (table[2] <= table[0].map(HG38_SIZES)).all()
 
 
@@ -100,7 +104,9 @@ def test_scan_has_a_tabix_index_when_pysam_is_available(small_demo):
 
 def test_sheet_and_config_are_valid_and_point_at_the_files(small_demo):
     config = load_config(small_demo["config"])
-    assert Path(config["motif_scan"]) == small_demo["motif_scan"]
+    assert Path(config["genome_fasta"]) == small_demo["genome_fasta"]
+    assert Path(config["motifs"]) == small_demo["motifs"]
+    assert config["motif_scan"] == "results/scan/motif_scan.tsv.gz"  # the workflow scans
     sheet = load_cell_types(config["cell_types"])
     assert list(sheet.index) == list(CELL_TYPES)
     assert sheet["counts_column"].tolist() == [7, 7, 7]
@@ -112,7 +118,7 @@ def test_relative_out_gives_relative_paths(tmp_path, monkeypatch):
     paths = write_demo_data("rel", 200, ["chr21", "chr22"], seed=0)
     sheet = pd.read_csv(paths["cell_types"], sep="\t")
     assert sheet["peaks"].tolist() == [f"rel/peaks/{c}.narrowPeak.gz" for c in CELL_TYPES]
-    assert load_config(paths["config"])["motif_scan"] == "rel/motif_scan.bed.gz"
+    assert load_config(paths["config"])["genome_fasta"] == "rel/genome.fa.gz"
 
 
 def test_unknown_chromosome_is_a_config_error(tmp_path):
@@ -132,6 +138,7 @@ def test_accessibility_varies_between_windows_more_than_chance(tmp_path):
     """The window-scale latent makes window means differ: between-window variance >> var / W."""
     paths = write_demo_data(tmp_path / "demo", 3000, ["chr21", "chr22"], seed=0)
     config = load_config(paths["config"])
+    config.update(motif_scan=str(paths["motif_scan"]), cluster_names=None)  # the planted hits
     config["prepare"].update(
         window_size=50,
         train_stride=50,
@@ -144,3 +151,18 @@ def test_accessibility_varies_between_windows_more_than_chance(tmp_path):
     between = accessibility.mean(axis=1).var()
     chance = accessibility.var() / accessibility.shape[1]
     assert between > 3 * chance
+
+
+def test_scanning_the_demo_genome_finds_the_planted_motifs(small_demo, tmp_path):
+    """The planted instances (the demo's motif_scan.bed.gz) are found by getdiff scan at the
+    default p < 1e-4, beside the chance matches every real scan has."""
+    from getdiff.scan import ScanSettings, scan_motifs
+
+    config = load_config(small_demo["config"])
+    result = scan_motifs(ScanSettings.from_config(config, 1), tmp_path / "scan")
+    columns = ["chrom", "start", "end", "name"]
+    planted = read_table(small_demo["motif_scan"]).iloc[:, :4].set_axis(columns, axis=1)
+    found = read_table(result.paths["scan"]).iloc[:, :4].set_axis(columns, axis=1)
+    recovered = planted.merge(found, on=columns, how="left", indicator=True)["_merge"] == "both"
+    assert recovered.mean() > 0.85
+    assert len(found) < 4 * len(planted)

@@ -18,7 +18,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 # PyPI name -> conda-forge/bioconda name, where they differ.
-CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base", "moods-python": "moods"}
 
 
 def _pyproject_requirements() -> list[Requirement]:

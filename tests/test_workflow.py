@@ -44,10 +44,16 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def write_config(
-    directory: Path, cell_types: list[str], fragments: tuple[str, ...] = (), **sections
+    directory: Path,
+    cell_types: list[str],
+    fragments: tuple[str, ...] = (),
+    scan: bool = False,
+    **sections,
 ) -> Path:
     """A demo config in ``directory`` with the given cell types (demo inputs under demo/); those
-    in ``fragments`` take their counts from the demo's fragments file instead of column 7."""
+    in ``fragments`` take their counts from the demo's fragments file instead of column 7. With
+    ``scan`` the workflow scans the demo genome for the demo's motifs; else it reads the demo's
+    planted motif hits as a precomputed scan."""
     sheet = directory / "cell_types.tsv"
     rows = ["cell_type\tpeaks\tcounts_file\tcounts_column"]
     for ct in cell_types:
@@ -56,7 +62,11 @@ def write_config(
     sheet.write_text("\n".join(rows) + "\n")
     config = {
         "cell_types": str(sheet),
-        "motif_scan": "demo/motif_scan.bed.gz",
+        **(
+            {"genome_fasta": "demo/genome.fa.gz", "motifs": "demo/motifs.meme"}
+            if scan
+            else {"motif_scan": "demo/motif_scan.bed.gz"}
+        ),
         "demo": {"enabled": True, "outdir": "demo"},
         "prepare": {"max_span": 250_000_000},
         **sections,
@@ -77,6 +87,7 @@ def test_dry_run_of_the_shipped_config_plans_every_stage(tmp_path):
     assert counts == {
         "all": 1,
         "demo_data": 1,
+        "scan_motifs": 1,
         "prepare": 3,
         "train": 1,
         "evaluate": 1,
@@ -147,14 +158,42 @@ TINY = {
 }
 
 
+def check_motif_sums(regions_path: Path, scan_dir: Path, covered: float) -> None:
+    """Prepared motif features x their scaling = the scores of the hits overlapping each peak,
+    summed per motif here by a plain pandas join."""
+    regions = load_regions(regions_path)
+    meta = regions.attrs["getdiff"]
+    names = meta["feature_names"][:-1]
+    assert names == (scan_dir / "motif_names.txt").read_text().split()
+    columns = ["chrom", "start", "end", "name", "score", "strand"]
+    hits = pd.read_csv(scan_dir / "motif_scan.tsv.gz", sep="\t", header=None, names=columns)
+    peaks = regions[["chrom", "start", "end"]].reset_index(drop=True)
+    expected = np.zeros((len(peaks), len(names)))
+    for chrom, block in hits.groupby("chrom"):
+        rows = np.flatnonzero(peaks["chrom"] == chrom)  # sorted, disjoint demo peaks
+        starts, ends = peaks["start"].to_numpy()[rows], peaks["end"].to_numpy()[rows]
+        last = np.searchsorted(starts, block["end"].to_numpy()) - 1  # last peak starting before
+        for candidate in (last, last - 1):  # a hit can reach into two neighbouring peaks
+            ok = (candidate >= 0) & (ends[np.maximum(candidate, 0)] > block["start"].to_numpy())
+            motif = pd.Index(names).get_indexer(block["name"][ok])
+            np.add.at(expected, (rows[candidate[ok]], motif), block["score"].to_numpy()[ok])
+    scale = np.asarray(meta["scaling"]["motif_max"], dtype=np.float64)
+    features = regions[names].to_numpy(np.float64) * np.where(scale > 0, scale, 1.0)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-3)
+    assert expected.any(axis=1).mean() > covered  # the fraction of peaks with a hit
+
+
 @pytest.mark.slow
 def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
     from getdiff.peaks import read_peak_file
 
     tiny = {**TINY, "demo": {**TINY["demo"], "fragments_for": "demo_myeloid"}}
-    config = write_config(tmp_path, DEMO, fragments=("demo_myeloid",), **tiny)
+    config = write_config(tmp_path, DEMO, fragments=("demo_myeloid",), scan=True, **tiny)
     snakemake(tmp_path, "--cores", "2", "--configfile", config)
     results = tmp_path / "results"
+
+    # The motif features are the per-peak sums of the hits of the workflow's own scan.
+    check_motif_sums(results / "prepare" / "demo_liver" / "regions.parquet", results / "scan", 0.9)
 
     # demo_myeloid's accessibility came from its fragments file: the same counts as column 7.
     myeloid = load_regions(results / "prepare" / "demo_myeloid" / "regions.parquet")
@@ -232,3 +271,71 @@ def test_accessibility_task_with_positions_runs_end_to_end(tmp_path):
     imputed = pd.read_parquet(results / "impute" / "all" / "demo_liver.parquet")
     assert [c for c in imputed.columns if c.startswith("imputed.")] == ["imputed.accessibility"]
     assert "observed.CTCF" in imputed.columns
+
+
+def jaspar_meme(path: Path, collection: str, tax_group: str, limit: int) -> Path:
+    """Matrices of pyjaspar's JASPAR copy written the way jaspar.elixir.no's MEME download is."""
+    from pyjaspar import jaspardb
+
+    motifs = jaspardb().fetch_motifs(collection=collection, tax_group=[tax_group])[:limit]
+    lines = ["MEME version 4", "", "ALPHABET= ACGT", "", "strands: + -", ""]
+    lines += ["Background letter frequencies", "A 0.25 C 0.25 G 0.25 T 0.25", ""]
+    for motif in motifs:
+        counts = np.array([list(motif.counts[b]) for b in "ACGT"])
+        sites = int(counts[:, 0].sum())
+        lines.append(f"MOTIF {motif.matrix_id} {motif.name}")
+        lines.append(
+            f"letter-probability matrix: alength= 4 w= {motif.length} nsites= {sites} E= 0"
+        )
+        lines += ["  " + "  ".join(f"{p:.6f}" for p in column / sites) for column in counts.T]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.mark.slow
+def test_a_fly_genome_with_a_jaspar_meme_file_runs_by_editing_the_config_only(tmp_path):
+    """Non-human sequence names, a FASTA with line width 70 and an index built by the workflow,
+    JASPAR insect motifs from a MEME file: every motif is a feature, no GET checkpoint."""
+    rng = np.random.default_rng(0)
+    chroms = {"2L": 420_000, "3R": 300_000, "X": 300_000}
+    with open(tmp_path / "dm6.fa", "w") as fasta:
+        for name, size in chroms.items():
+            sequence = "".join(
+                np.array(list("ACGT"))[rng.choice(4, size, p=[0.29, 0.21, 0.21, 0.29])]
+            )
+            fasta.write(f">{name}\n")
+            fasta.writelines(f"{sequence[i : i + 70]}\n" for i in range(0, size, 70))
+    rows = []
+    for name, size in chroms.items():
+        for start in range(1000, size - 1000, 700):
+            rows.append(f"{name}\t{start}\t{start + 300}\tp\t{rng.integers(1, 200)}\n")
+    (tmp_path / "fly.bed").write_text("".join(rows))
+    (tmp_path / "sheet.tsv").write_text("cell_type\tpeaks\tcounts_column\nfly_gut\tfly.bed\t5\n")
+    jaspar_meme(tmp_path / "JASPAR2026_CORE_insects.meme", "CORE", "insects", 40)
+    config = {
+        "cell_types": "sheet.tsv",
+        "genome_fasta": "dm6.fa",
+        "motifs": "JASPAR2026_CORE_insects.meme",
+        "genome": "dm6",
+        "prepare": {
+            "chromosomes": list(chroms),
+            "validation_chromosomes": ["3R"],
+            "test_chromosomes": ["X"],
+            "window_size": 100,
+        },
+        **{k: v for k, v in TINY.items() if k in ("model", "train")},
+        "impute": {"splits": ["test"], "num_samples": 1},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"))
+    results = tmp_path / "results"
+    assert (tmp_path / "dm6.fa.fai").exists()
+    check_motif_sums(results / "prepare" / "fly_gut" / "regions.parquet", results / "scan", 0.5)
+    regions = load_regions(results / "prepare" / "fly_gut" / "regions.parquet")
+    assert len(regions.attrs["getdiff"]["feature_names"]) == 41  # 40 motifs + accessibility
+    assert set(regions["chrom"]) == set(chroms)
+    metrics = json.loads((results / "evaluate" / "all" / "metrics.json").read_text())
+    assert np.isfinite(metrics["per_cell_type"]["fly_gut"]["accessibility"]["model"]["mse"])
+    imputed = pd.read_parquet(results / "impute" / "all" / "fly_gut.parquet")
+    assert "imputed.MA0013.1" in imputed.columns

@@ -34,6 +34,18 @@ def counts_of(wildcards):
     return [path for path in (row["counts_file"], row["barcodes"]) if path]
 
 
+def motif_file():
+    """The motif file the scan reads ([] for a jaspar: release, which pyjaspar ships)."""
+    motifs = config["motifs"]
+    return [] if not motifs or motifs.startswith("jaspar:") else [motifs]
+
+
+def motif_inputs():
+    """The scan and the cluster files prepare reads (the scan rule makes them when scanning)."""
+    keys = ("motif_scan", "cluster_names", "motif_to_cluster")
+    return {key: config[key] for key in keys if config[key]}
+
+
 def prepared(cell_types, names):
     return [RESULTS / "prepare" / ct / name for ct in cell_types for name in names]
 

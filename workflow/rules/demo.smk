@@ -9,6 +9,8 @@ if config["demo"]["enabled"]:
                 cell_type=DEMO_CELL_TYPES,
             ),
             motif_scan=f"{config['demo']['outdir']}/motif_scan.bed.gz",
+            genome=multiext(f"{config['demo']['outdir']}/genome.fa.gz", "", ".fai", ".gzi"),
+            motifs=f"{config['demo']['outdir']}/motifs.meme",
             fragments=demo_fragments_outputs(),
         log:
             RESULTS / "logs" / "demo_data.log",

@@ -3,9 +3,9 @@
 
 rule prepare:
     input:
+        **motif_inputs(),
         peaks=peaks_of,
         counts=counts_of,
-        motif_scan=config["motif_scan"],
     output:
         regions=RESULTS / "prepare" / "{cell_type}" / "regions.parquet",
         windows=[RESULTS / "prepare" / "{cell_type}" / windows_file(s) for s in SPLITS],

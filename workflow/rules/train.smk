@@ -1,4 +1,6 @@
 # LoRA fine-tuning of GETRegionDiffusion, one model per group of cell types (GPU when present).
+# train.devices x train.nodes > 1: torchrun starts one process per GPU (getdiff.launch).
+from getdiff.launch import launcher, train_resources
 
 
 rule train:
@@ -19,14 +21,14 @@ rule train:
         "../../envs/getdiff.yaml"
     threads: 8
     resources:
-        gpu=1,
-        gpu_model=config["train"]["gpu_model"] or "",
+        **train_resources(config["train"]),
         mem_mb=32000,
         runtime=720,
     params:
+        launch=launcher(config["train"]["devices"], config["train"]["nodes"]),
         getdiff=GETDIFF,
         config=stage_config_json(config, "task", "model", "diffusion", "train"),
         prepared=RESULTS / "prepare",
         outdir=lambda wildcards, output: Path(output.model).parent,
     shell:
-        "{params.getdiff} train --config-json {params.config:q} --group {wildcards.group} --prepared-dir {params.prepared} --outdir {params.outdir} --threads {threads} > {log} 2>&1"
+        "{params.launch} {params.getdiff} train --config-json {params.config:q} --group {wildcards.group} --prepared-dir {params.prepared} --outdir {params.outdir} --threads {threads} > {log} 2>&1"
