@@ -225,6 +225,15 @@ def load_get_checkpoint(
         )
     state = read_state_dict(path)
     expected = GETRegionPretrain(model.config).state_dict()
+    embed = "region_embed.embed.weight"
+    if embed in state and embed in expected and state[embed].shape != expected[embed].shape:
+        raise InputError(
+            path,
+            f"the checkpoint takes {state[embed].shape[1]} features per region, the prepared data "
+            f"have {expected[embed].shape[1]}: a GET checkpoint needs the 282 Vierstra motif "
+            "clusters + accessibility (motif_to_cluster with cluster_names: null); for another "
+            "motif set, set model.pretrained_checkpoint: null and model.use_lora: false",
+        )
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(

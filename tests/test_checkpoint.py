@@ -158,8 +158,8 @@ def test_unexpected_keys_are_an_error_unless_allowed(tmp_path, pretrain):
 
 
 def test_shape_mismatch_is_an_error_naming_the_key(v1_checkpoint):
-    model = build_model("tiny", num_motif=200)
-    with pytest.raises(InputError, match=r"shape-mismatched keys.*region_embed.embed.weight"):
+    model = build_model("tiny", mlp_ratio=2.0)
+    with pytest.raises(InputError, match=r"shape-mismatched keys.*blocks.0.mlp.fc1.weight"):
         load_get_checkpoint(model, v1_checkpoint)
 
 
@@ -189,3 +189,13 @@ def test_dict_without_weights_is_an_error(tmp_path):
     torch.save({"epoch": 3}, path)
     with pytest.raises(InputError, match="no weights found"):
         load_get_checkpoint(build_model("tiny"), path)
+
+
+def test_a_model_with_another_feature_count_is_told_why_the_checkpoint_does_not_fit(
+    v1_checkpoint,
+):
+    model = build_model("tiny", dropout=0.0, num_motif=41)  # e.g. 40 JASPAR motifs + accessibility
+    with pytest.raises(
+        InputError, match=r"takes 283 features per region, the prepared data have 41"
+    ):
+        load_get_checkpoint(model, v1_checkpoint)
