@@ -217,6 +217,7 @@ def train_groups(config: dict[str, Any], cell_types: list[str]) -> dict[str, lis
 
 # Top-level input keys every stage gets; a rule names the sections it reads beside it.
 TOP_LEVEL_KEYS = (
+    "results",  # where the scan rule writes (motif_scan and cluster_names are derived from it)
     "cell_types",
     "motif_scan",
     "genome_fasta",

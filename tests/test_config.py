@@ -57,6 +57,7 @@ def test_load_config_reports_bad_yaml(tmp_path):
 def test_stage_config_holds_only_the_inputs_and_the_sections_named():
     prepare = json.loads(stage_config_json(MINIMAL, "prepare"))
     assert set(prepare) == {
+        "results",
         "cell_types",
         "motif_scan",
         "genome_fasta",
@@ -184,3 +185,13 @@ def test_the_schema_default_chromosomes_are_the_readers_default():
 
     config = validate_config({"cell_types": "x.tsv", "motif_scan": "x.bed"})
     assert config["prepare"]["chromosomes"] == list(DEFAULT_CHROMOSOMES)
+
+
+def test_a_stage_config_of_a_scanning_config_validates_again_in_the_command():
+    """The rules pass stage_config_json to the CLI, which validates it again: the derived scan
+    paths must come out the same with another results directory."""
+    config = {"cell_types": "s.tsv", "genome_fasta": "g.fa", "motifs": "m.meme", "results": "out/a"}
+    for section in ("scan", "prepare"):
+        again = validate_config(json.loads(stage_config_json(config, section)))
+        assert again["motif_scan"] == "out/a/scan/motif_scan.tsv.gz"
+        assert again["cluster_names"] == "out/a/scan/motif_names.txt"
