@@ -226,7 +226,7 @@ def load_get_checkpoint(
     state = read_state_dict(path)
     expected = GETRegionPretrain(model.config).state_dict()
     embed = "region_embed.embed.weight"
-    if embed in state and embed in expected and state[embed].shape != expected[embed].shape:
+    if embed in state and embed in expected and state[embed].shape[1:] != expected[embed].shape[1:]:
         raise InputError(
             path,
             f"the checkpoint takes {state[embed].shape[1]} features per region, the prepared data "
