@@ -205,15 +205,22 @@ def read_jaspar_file(path: Path, text: str) -> list[Motif]:
         raise InputError(path, f"malformed JASPAR motif file: {err}") from None
     motifs = []
     for bio in parsed:
-        line = headers.get(bio.matrix_id)
         counts = np.array([list(bio.counts[base]) for base in DNA], dtype=np.float64)
-        totals = counts.sum(axis=0)
-        if counts.shape[1] == 0 or (counts < 0).any() or (totals <= 0).any():
+        if counts.shape[1] == 0 or (counts < 0).any() or (counts.sum(axis=0) <= 0).any():
             raise InputError(
-                path, f"motif {bio.matrix_id}: an empty or negative count column", line
+                path,
+                f"motif {bio.matrix_id}: an empty or negative count column",
+                headers.get(bio.matrix_id),
             )
-        motifs.append(Motif(bio.matrix_id, bio.name, counts / totals, float(np.median(totals))))
+        motifs.append(_counts_motif(bio))
     return motifs
+
+
+def _counts_motif(bio: Any) -> Motif:
+    """A Motif from a Biopython JASPAR motif: its counts normalised, sites = median column total."""
+    counts = np.array([list(bio.counts[base]) for base in DNA], dtype=np.float64)
+    totals = counts.sum(axis=0)
+    return Motif(bio.matrix_id, bio.name, counts / totals, float(np.median(totals)))
 
 
 def read_motif_file(path: str | Path) -> list[Motif]:
@@ -261,11 +268,7 @@ def read_jaspar_release(source: str) -> list[Motif]:
     found = database.fetch_motifs(**query)
     if not found:
         raise ConfigError(f"key 'motifs': {source!r} selects no matrix in {database.release}")
-    motifs = []
-    for bio in found:
-        counts = np.array([list(bio.counts[base]) for base in DNA], dtype=np.float64)
-        totals = counts.sum(axis=0)
-        motifs.append(Motif(bio.matrix_id, bio.name, counts / totals, float(np.median(totals))))
+    motifs = [_counts_motif(bio) for bio in found]
     log.info("%s: %d matrices from %s (pyjaspar)", source, len(motifs), database.release)
     return motifs
 
@@ -624,6 +627,10 @@ def _background(fasta: Any, tasks: Sequence[Batch], path: Path) -> np.ndarray:
     return np.maximum(background, 1e-6)
 
 
+def _bases(tasks: Sequence[Batch]) -> int:
+    return sum(int((b.ends - b.starts).sum()) for b in tasks)
+
+
 def _write_scan(
     temps: dict[str, Path], results: Iterator, tasks: Sequence[Batch], n_motifs: int
 ) -> np.ndarray:
@@ -632,7 +639,7 @@ def _write_scan(
     from Bio import bgzf
 
     per_motif = np.zeros(n_motifs, dtype=np.int64)
-    total_bases = sum(int((b.ends - b.starts).sum()) for b in tasks)
+    total_bases = _bases(tasks)
     done, began, reported = 0, time.perf_counter(), 0.0
     with open(temps["scan"], "wb") as out:
         for batch, (blocks, counts) in zip(tasks, results, strict=True):
@@ -711,7 +718,7 @@ def scan_motifs(settings: ScanSettings, outdir: str | Path) -> ScanResult:
         len(motifs),
         settings.pvalue,
         len(regions),
-        sum(int((b.ends - b.starts).sum()) for b in tasks) / 1e6,
+        _bases(tasks) / 1e6,
         len(settings.peak_files),
         widen,
         background[0],
@@ -739,7 +746,7 @@ def scan_motifs(settings: ScanSettings, outdir: str | Path) -> ScanResult:
     log.info(
         "motif scan: %d hits (%.2f per kb per motif), %d motifs without a hit -> %s (%.1f s)",
         hits.sum(),
-        hits.sum() / max(sum(int((b.ends - b.starts).sum()) for b in tasks) / 1e3, 1) / len(motifs),
+        hits.sum() / max(_bases(tasks) / 1e3, 1) / len(motifs),
         int((hits == 0).sum()),
         paths["scan"],
         time.perf_counter() - began,
