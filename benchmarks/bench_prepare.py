@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+from scipy import sparse
 
 OUT = Path(__file__).resolve().parent / "out" / "prepare"
 CHROMOSOMES = [f"chr{i}" for i in range(1, 23)] + ["chrX"]
@@ -196,7 +197,7 @@ def _worker(mode: str, peaks: Path, motifs: Path, outdir: Path) -> dict:
         features, stats = aggregate_motif_scores(motifs, table, load_cluster_names())
         seconds = time.perf_counter() - began
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        np.save(outdir / "getdiff_features.npy", features)
+        sparse.save_npz(outdir / "getdiff_features.npz", features)
         table[["chrom", "start", "end"]].to_csv(outdir / "getdiff_rows.tsv", sep="\t", index=False)
         return {"seconds": seconds, "peak_rss_mib": rss, "stats": stats}
     from getdiff.config import validate_config
@@ -216,7 +217,7 @@ def check_equal(bedtools_out: Path, outdir: Path) -> dict:
     """Compare bedtools' per (peak, cluster) sums with getdiff's matrix; raises if they differ."""
     from getdiff.motifs import load_cluster_names
 
-    features = np.load(outdir / "getdiff_features.npy")
+    features = sparse.load_npz(outdir / "getdiff_features.npz").toarray()
     rows = pd.read_csv(outdir / "getdiff_rows.tsv", sep="\t")
     bed = pd.read_csv(
         bedtools_out, sep="\t", header=None, names=["chrom", "start", "end", "cluster", "sum"]

@@ -25,11 +25,15 @@ import numpy as np
 import pandas as pd
 
 from getdiff.errors import InputError
-from getdiff.intervals import MISMATCH_HINT, check_match_rate, harmonise_chrom, natural_chrom_key
+from getdiff.intervals import (
+    MISMATCH_HINT,
+    ChromNames,
+    check_match_rate,
+    index_peaks,
+    natural_chrom_key,
+)
 
 log = logging.getLogger(__name__)
-
-CHROM_NAMING = ("strict", "harmonise")
 
 
 class SiteTally:
@@ -39,57 +43,32 @@ class SiteTally:
     def __init__(
         self, peaks: pd.DataFrame, path: str | Path, source: str | Path, chrom_naming: str
     ) -> None:
-        if chrom_naming not in CHROM_NAMING:
-            raise ValueError(f"chrom_naming must be one of {CHROM_NAMING}, got {chrom_naming!r}")
-        self.path, self.source, self.chrom_naming = path, source, chrom_naming
+        self.path, self.source = path, source
         self.counts = np.zeros(len(peaks), dtype=np.int64)
-        starts, ends = peaks["start"].to_numpy(np.int64), peaks["end"].to_numpy(np.int64)
-        groups = pd.Series(np.arange(len(peaks))).groupby(peaks["chrom"].to_numpy())
-        self.index = {
-            chrom: (rows.to_numpy(), starts[rows.to_numpy()], ends[rows.to_numpy()])
-            for chrom, rows in groups
-        }
-        self.resolved: dict[str, str | None] = {}  # name in the file -> peak chromosome
+        self.index = index_peaks(peaks)
+        self.names = ChromNames(set(self.index), path, chrom_naming, peaks=f"the peaks ({source})")
         self.sites_on_peak_chromosomes = 0
 
     def peak_chrom(self, name: str) -> str | None:
         """The peak chromosome of a name in the counts file (None: no peak there)."""
-        if name in self.resolved:
-            return self.resolved[name]
-        target: str | None = name if name in self.index else None
-        other = harmonise_chrom(name)
-        if target is None and other in self.index:
-            if self.chrom_naming != "harmonise":
-                raise InputError(
-                    self.path,
-                    f"chromosome naming mismatch: this file has {name!r}, the peaks "
-                    f"({self.source}) have {other!r}; expected the same naming (or set "
-                    "prepare.chrom_naming: harmonise)",
-                )
-            target = other
-        self.resolved[name] = target
-        return target
+        return self.names.resolve(name)
 
     def add(self, chrom: str, sites: np.ndarray) -> None:
         """Count ``sites`` (int64 positions on the peak chromosome ``chrom``) into the peaks."""
         self.sites_on_peak_chromosomes += len(sites)
         sites = np.sort(sites)
-        rows, peak_start, peak_end = self.index[chrom]
-        self.counts[rows] += np.searchsorted(sites, peak_end) - np.searchsorted(sites, peak_start)
-
-    @property
-    def renamed(self) -> dict[str, str]:
-        """Names of the counts file renamed to the peaks' spelling (``harmonise``)."""
-        return {name: chrom for name, chrom in self.resolved.items() if chrom not in (None, name)}
+        peaks = self.index[chrom]
+        inside = np.searchsorted(sites, peaks.ends) - np.searchsorted(sites, peaks.starts)
+        self.counts[peaks.rows] += inside
 
     def check(self, unit: str) -> None:
         """Errors when no ``unit`` (fragment, read) lay on a peak chromosome or no site in any
         peak; logs the renamed chromosomes and the share of peaks with sites."""
-        if self.renamed:
-            shown = ", ".join(f"{a} -> {b}" for a, b in sorted(self.renamed.items())[:5])
+        if self.names.renamed:
+            shown = ", ".join(f"{a} -> {b}" for a, b in sorted(self.names.renamed.items())[:5])
             log.info("%s: chromosomes renamed to the peaks' naming: %s", self.path, shown)
         if self.sites_on_peak_chromosomes == 0:
-            names = sorted(self.resolved, key=natural_chrom_key)[:5]
+            names = sorted(self.names.resolved, key=natural_chrom_key)[:5]
             raise InputError(
                 self.path,
                 f"no {unit} lies on a chromosome of the peaks ({self.source}); this file has "
@@ -107,4 +86,4 @@ class SiteTally:
         )
 
 
-__all__ = ["CHROM_NAMING", "SiteTally"]
+__all__ = ["SiteTally"]

@@ -12,16 +12,21 @@ Inputs:
 - the cluster names, in feature order (default: the 282 clusters bundled in
   ``getdiff/data/cluster_names.txt``).
 
-Output of :func:`aggregate_motif_scores`: float32 array (n_peaks, n_clusters) in the peaks' row
-order; entry [i, c] = sum of the scores of hits of cluster c with ``hit.start < peak.end`` and
-``hit.end > peak.start`` (any overlap). Plus a dict of counts (lines read, hits used, hits skipped
-per reason) for the metadata.
+Output of :func:`aggregate_motif_scores`: a float32 ``scipy.sparse.csr_array`` (n_peaks,
+n_clusters) in the peaks' row order; entry [i, c] = sum of the scores of hits of cluster c with
+``hit.start < peak.end`` and ``hit.end > peak.start`` (any overlap). Plus a dict of counts (lines
+read, hits used, hits skipped per reason) for the metadata.
 
-The scan is read in chunks of ``chunk_lines`` lines, so memory is bounded by peaks x clusters plus
-one chunk, never by the scan's size. With a bgzipped scan larger than 1 GiB, a ``.tbi`` index
-beside it and pysam importable, only the peaks' regions are read by tabix query instead
-(:func:`aggregate_motif_scores` ``use_index``): streaming parses ~1.5 M lines/s, a query returns
-~0.15 M hits/s, so querying only pays off when most of the scan lies outside the peaks.
+Reading. The scan goes through pyarrow's CSV reader (:func:`getdiff.intervals.read_bed_columns`)
+when it is in the clean form that reader takes; otherwise, or when a value fails a check, it is
+read again by pandas, chunk by chunk, which accepts the rest of the format above and names the
+line of an error. Each chunk's overlapping (peak, hit) pairs are found by binary search
+(:func:`getdiff.intervals.overlap_pairs`) and summed per (peak, cluster) by scipy's COO -> CSR.
+Memory is bounded by the sums plus a few blocks of the scan, never by the scan's size. With a
+bgzipped scan larger than 1 GiB, a ``.tbi`` index beside it and pysam importable, only the peaks'
+regions are read by tabix query instead (:func:`aggregate_motif_scores` ``use_index``):
+streaming parses ~2-5 M lines/s, a query returns ~0.15 M hits/s, so querying only pays off when
+most of the scan lies outside the peaks.
 Chromosome naming: a scan chromosome absent from the peaks whose other spelling (``1`` <->
 ``chr1``) is present is an error (``chrom_naming="strict"``) or renamed (``"harmonise"``); a peak
 chromosome without any scan hit is logged as a warning (its peaks get all-zero motif scores). Scan
@@ -42,17 +47,39 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from getdiff.errors import InputError, raise_first_bad_line
-from getdiff.intervals import COORDINATE_PATTERN, MAX_COORDINATE
+from getdiff.intervals import (
+    CATEGORY,
+    COORDINATE,
+    COORDINATE_PATTERN,
+    HEADER_PATTERN,
+    MAX_COORDINATE,
+    NUMBER,
+    ChromNames,
+    ChromPeaks,
+    IrregularText,
+    count_header_lines,
+    index_peaks,
+    merge_blocks,
+    overlap_pairs,
+    read_bed_columns,
+)
 from getdiff.io import is_gzipped, open_text, reading
-from getdiff.peaks import HEADER_PATTERN, genome_order, harmonise_chrom
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER_NAMES = Path(__file__).parent / "data" / "cluster_names.txt"
 INDEX_MIN_BYTES = 1 << 30  # smaller scans are streamed even when indexed (faster)
 _SCAN_COLUMNS = "5 columns: chrom start end name score"
+_BYTES_PER_LINE = 40  # of a typical scan line: chunk_lines -> the fast reader's block size
+# pyarrow's streaming reader holds several blocks ahead: reading a 10M-line scan in 4 MiB blocks
+# takes +220 MiB, in 16 MiB blocks +470 MiB, at the same speed.
+_MAX_BLOCK_BYTES = 4 << 20
+# (peak, cluster, score) pairs gathered (12 bytes each) before scipy sums them: each sum costs
+# O(pairs + sums so far), so a large batch keeps a 10M-hit scan to one or two.
+_PENDING_PAIRS = 8_000_000
 
 
 def load_cluster_names(path: str | Path | None = None) -> list[str]:
@@ -111,67 +138,6 @@ def load_motif_mapping(path: str | Path, cluster_names: Sequence[str]) -> dict[s
     if not mapping:
         raise InputError(path, "no mapping found: the file is empty or holds only header lines")
     return mapping
-
-
-@dataclass
-class _ChromPeaks:
-    """Peaks of one chromosome sorted by start: the arrays the overlap search needs."""
-
-    rows: np.ndarray  # row of each peak in the caller's table
-    starts: np.ndarray
-    ends: np.ndarray
-    max_end: np.ndarray  # running max of ends: monotone even when peaks nest
-
-
-def _index_peaks(peaks: pd.DataFrame) -> dict[str, _ChromPeaks]:
-    start = peaks["start"].to_numpy(np.int64)
-    end = peaks["end"].to_numpy(np.int64)
-    order = genome_order(peaks["chrom"], start, end)
-    chroms = peaks["chrom"].to_numpy()[order]
-    index: dict[str, _ChromPeaks] = {}
-    bounds = np.flatnonzero(np.r_[True, chroms[1:] != chroms[:-1], True])
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        rows = order[lo:hi]
-        ends = end[rows]
-        index[str(chroms[lo])] = _ChromPeaks(rows, start[rows], ends, np.maximum.accumulate(ends))
-    return index
-
-
-def _add_overlaps(
-    flat: np.ndarray,
-    n_clusters: int,
-    peaks: _ChromPeaks,
-    hit_start: np.ndarray,
-    hit_end: np.ndarray,
-    cluster: np.ndarray,
-    score: np.ndarray,
-) -> int:
-    """Add each hit's score to every overlapping peak; returns how many hits overlapped a peak."""
-    # Candidates for a hit are peaks [lo, hi): start < hit end and running max end > hit start.
-    hi = np.searchsorted(peaks.starts, hit_end, side="left")
-    lo = np.searchsorted(peaks.max_end, hit_start, side="right")
-    n = np.maximum(hi - lo, 0)
-    total = int(n.sum())
-    if total == 0:
-        return 0
-    hit = np.repeat(np.arange(len(n)), n)
-    offset = np.arange(total) - np.repeat(np.cumsum(n) - n, n)
-    pos = lo[hit] + offset
-    real = peaks.ends[pos] > hit_start[hit]  # only false when peaks nest
-    hit, pos = hit[real], pos[real]
-    np.add.at(flat, peaks.rows[pos] * n_clusters + cluster[hit], score[hit])
-    # hit is sorted: count distinct values without np.unique's extra sort.
-    return int(np.count_nonzero(np.diff(hit))) + 1 if len(hit) else 0
-
-
-def _count_header_lines(path: str | Path) -> int:
-    n = 0
-    with open_text(path) as handle:
-        for line in handle:
-            if line.strip() and not re.match(HEADER_PATTERN, line):
-                break
-            n += 1
-    return n
 
 
 def _int_column(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -281,8 +247,20 @@ def _stream_chunks(path: str | Path, chunk_lines: int) -> Iterator[_Hits]:
         yield from _read_chunks(path, chunk_lines)
 
 
+def _arrow_chunks(path: str | Path, chunk_lines: int) -> Iterator[_Hits]:
+    """The scan in blocks of about ``chunk_lines`` lines by the fast reader; IrregularText for a
+    file or value it leaves to :func:`_read_chunks` (which names the line)."""
+    kinds = {0: CATEGORY, 1: COORDINATE, 2: COORDINATE, 3: CATEGORY, 4: NUMBER}
+    block_bytes = min(chunk_lines * _BYTES_PER_LINE, _MAX_BLOCK_BYTES)
+    for block in read_bed_columns(path, kinds, block_bytes=block_bytes):
+        start, end, score = block[1], block[2], block[4]
+        if not ((start < end).all() and np.isfinite(score).all() and (score >= 0).all()):
+            raise IrregularText("a value fails a check")
+        yield _Hits(block[0], start, end, block[3], score, None)
+
+
 def _read_chunks(path: str | Path, chunk_lines: int) -> Iterator[_Hits]:
-    header = _count_header_lines(path)
+    header = count_header_lines(path)
     compression = "gzip" if is_gzipped(path) else None
     try:
         reader = _read_csv(path, compression=compression, skiprows=header, chunksize=chunk_lines)
@@ -300,16 +278,8 @@ def _read_chunks(path: str | Path, chunk_lines: int) -> Iterator[_Hits]:
         raise
 
 
-def _merge_blocks(peaks: _ChromPeaks) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint regions covering the peaks of one chromosome (overlapping peaks merged)."""
-    new = np.r_[True, peaks.starts[1:] > peaks.max_end[:-1]]
-    first = np.flatnonzero(new)
-    last = np.r_[first[1:], len(new)] - 1
-    return peaks.starts[first], peaks.max_end[last]
-
-
 def _indexed_chunks(
-    path: str | Path, index: dict[str, _ChromPeaks], resolve: dict[str, str]
+    path: str | Path, index: dict[str, ChromPeaks], resolve: dict[str, str]
 ) -> Iterator[_Hits]:
     """Hits overlapping the peaks, read by tabix query (one query per merged peak block)."""
     import io
@@ -321,7 +291,7 @@ def _indexed_chunks(
             chrom = resolve.get(scan_chrom)
             if chrom is None or chrom not in index:
                 continue
-            starts, ends = _merge_blocks(index[chrom])
+            starts, ends = merge_blocks(index[chrom])
             texts: list[str] = []
             owners: list[int] = []
             for b, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
@@ -378,33 +348,15 @@ class _Resolver:
         unknown_clusters: str,
     ) -> None:
         self.path = path
-        self.peak_chroms = peak_chroms
         self.cluster_names = list(cluster_names)
         self.cluster_index = {name: i for i, name in enumerate(cluster_names)}
         self.mapping = mapping or {}
-        self.chrom_naming = chrom_naming
         self.unknown_clusters = unknown_clusters
-        self.chroms: dict[str, str | None] = {}
-        self.renamed: dict[str, str] = {}
+        self.names = ChromNames(peak_chroms, path, chrom_naming, this="the scan")
 
     def chrom(self, scan_chrom: str, line: int | None) -> str | None:
         """Peak chromosome for a scan chromosome (None: no peaks there)."""
-        if scan_chrom in self.chroms:
-            return self.chroms[scan_chrom]
-        target: str | None = scan_chrom if scan_chrom in self.peak_chroms else None
-        other = harmonise_chrom(scan_chrom)
-        if target is None and other in self.peak_chroms:
-            if self.chrom_naming != "harmonise":
-                raise InputError(
-                    self.path,
-                    f"chromosome naming mismatch: the scan has {scan_chrom!r}, the peaks have "
-                    f"{other!r}; expected the same naming (or set prepare.chrom_naming: harmonise)",
-                    line,
-                )
-            target = other
-            self.renamed[scan_chrom] = other
-        self.chroms[scan_chrom] = target
-        return target
+        return self.names.resolve(scan_chrom, line)
 
     def clusters(self, names: pd.Categorical, lines: np.ndarray | None) -> np.ndarray:
         """Cluster index per hit (-1 = unknown and dropped)."""
@@ -427,42 +379,28 @@ class _Resolver:
         return index
 
 
-def _hit_chunks(
-    scan: Path,
-    index: dict[str, _ChromPeaks],
-    resolver: _Resolver,
-    use_index: bool | None,
-    chunk_lines: int,
-) -> tuple[Iterator[_Hits], bool]:
-    """The scan's hits in chunks (streamed, or by tabix query of the peak regions) and which."""
+def _reads_by_index(scan: Path, use_index: bool | None) -> bool:
+    """Whether to query the scan by region (tabix) rather than stream it."""
     if use_index is None:
-        indexed = scan_has_index(scan) and scan.stat().st_size >= INDEX_MIN_BYTES
-    elif use_index and not scan_has_index(scan):
+        return scan_has_index(scan) and scan.stat().st_size >= INDEX_MIN_BYTES
+    if use_index and not scan_has_index(scan):
         raise InputError(scan, "expected a bgzipped scan with a .tbi index beside it (and pysam)")
-    else:
-        indexed = use_index
-    if indexed:
-        contigs = _scan_contigs(scan)
-        resolve = {c: t for c in contigs if (t := resolver.chrom(c, None)) is not None}
-        log.info("reading motif scan %s by tabix query of the peak regions", scan)
-        return _indexed_chunks(scan, index, resolve), True
-    log.info("streaming motif scan %s", scan)
-    return _stream_chunks(scan, chunk_lines), False
+    return use_index
 
 
-def _add_chunk(
-    flat: np.ndarray,
-    n_clusters: int,
+def _chunk_pairs(
     hits: _Hits,
-    index: dict[str, _ChromPeaks],
+    index: dict[str, ChromPeaks],
     resolver: _Resolver,
     stats: dict[str, int],
-) -> None:
-    """Add one chunk's hits to the per-peak sums, per scan chromosome; count what was used."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(peak row, cluster, score) of every overlapping (peak, hit) pair of one chunk; counts
+    what was used into ``stats``."""
     stats["scan_records"] += len(hits.start)
     cluster = resolver.clusters(hits.name, hits.line)
     known = cluster >= 0
     stats["hits_unknown_cluster_dropped"] += int((~known).sum())
+    peak_rows, pair_hits = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for code, scan_chrom in enumerate(hits.chrom.categories):
         first = np.flatnonzero(hits.chrom.codes == code)
         if len(first) == 0:
@@ -473,31 +411,86 @@ def _add_chunk(
         if target is None:
             stats["hits_on_chromosomes_without_peaks"] += len(rows)
             continue
-        stats["hits_overlapping_peaks"] += _add_overlaps(
-            flat,
-            n_clusters,
-            index[target],
-            hits.start[rows],
-            hits.end[rows],
-            cluster[rows],
-            hits.score[rows].astype(np.float32),
+        peak, which = overlap_pairs(index[target], hits.start[rows], hits.end[rows])
+        # which is sorted: count distinct hits without np.unique's sort.
+        stats["hits_overlapping_peaks"] += (
+            int(np.count_nonzero(np.diff(which))) + 1 if len(which) else 0
         )
+        peak_rows.append(peak)
+        pair_hits.append(rows[which])
+    peak, hit = np.concatenate(peak_rows), np.concatenate(pair_hits)
+    return peak.astype(np.int32), cluster[hit].astype(np.int32), hits.score[hit].astype(np.float32)
+
+
+def _add_pairs(
+    sums: sparse.csr_array, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> sparse.csr_array:
+    """``sums`` plus the scores of ``pairs``, summed per (peak, cluster) by scipy's COO -> CSR
+    (float32 sums, as GET's features are float32)."""
+    old = sums.tocoo()
+    peak = np.concatenate([old.coords[0], *(p[0] for p in pairs)])
+    cluster = np.concatenate([old.coords[1], *(p[1] for p in pairs)])
+    score = np.concatenate([old.data, *(p[2] for p in pairs)])
+    return sparse.coo_array((score, (peak, cluster)), shape=sums.shape).tocsr()
+
+
+def _sum_chunks(
+    scan: Path,
+    chunks: Iterator[_Hits],
+    shape: tuple[int, int],
+    index: dict[str, ChromPeaks],
+    resolver: _Resolver,
+) -> tuple[sparse.csr_array, dict[str, int]]:
+    """Per-peak, per-cluster sums over all chunks, with progress logged per chunk."""
+    stats = {
+        "scan_records": 0,
+        "hits_overlapping_peaks": 0,
+        "hits_unknown_cluster_dropped": 0,
+        "hits_on_chromosomes_without_peaks": 0,
+    }
+    sums = sparse.csr_array(shape, dtype=np.float32)
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    began = logged = time.perf_counter()
+    for hits in chunks:
+        pending.append(_chunk_pairs(hits, index, resolver, stats))
+        if sum(len(pairs[0]) for pairs in pending) > _PENDING_PAIRS:
+            sums, pending = _add_pairs(sums, pending), []
+        if time.perf_counter() - logged > 5:
+            logged = time.perf_counter()
+            log.info(
+                "motif scan %s: %d records read (%.0f records/s), %d hits in peaks so far",
+                scan,
+                stats["scan_records"],
+                stats["scan_records"] / (logged - began),
+                stats["hits_overlapping_peaks"],
+            )
+    sums = _add_pairs(sums, pending)
+    log.info(
+        "motif scan %s: %d records read in %.1f s, %d hits in peaks",
+        scan,
+        stats["scan_records"],
+        time.perf_counter() - began,
+        stats["hits_overlapping_peaks"],
+    )
+    if stats["scan_records"]:
+        _check_coverage(scan, index, resolver, stats)
+    return sums, stats
 
 
 def _check_coverage(
-    scan: Path, index: dict[str, _ChromPeaks], resolver: _Resolver, stats: dict[str, int]
+    scan: Path, index: dict[str, ChromPeaks], resolver: _Resolver, stats: dict[str, int]
 ) -> None:
     """Errors for a scan on none of the peaks' chromosomes; a warning for uncovered ones."""
     if stats["hits_on_chromosomes_without_peaks"] == stats["scan_records"]:
-        seen = sorted(c for c in resolver.chroms)[:5]
+        seen = sorted(resolver.names.resolved)[:5]
         raise InputError(
             scan,
             f"no motif hit lies on the peaks' chromosomes: the scan has {seen}, the peaks have "
             f"{sorted(index)[:5]}; expected the same chromosome names",
         )
-    if resolver.renamed:
-        log.info("scan chromosomes renamed to match the peaks: %s", resolver.renamed)
-    scanned = set(resolver.chroms.values())
+    if resolver.names.renamed:
+        log.info("scan chromosomes renamed to match the peaks: %s", resolver.names.renamed)
+    scanned = set(resolver.names.resolved.values())
     absent = [chrom for chrom in index if chrom not in scanned]
     if absent:
         # Not an error: a scan may cover only part of the genome, but the user must know.
@@ -520,7 +513,7 @@ def aggregate_motif_scores(
     unknown_clusters: str = "error",
     chunk_lines: int = 1_000_000,
     use_index: bool | None = None,
-) -> tuple[np.ndarray, dict[str, int]]:
+) -> tuple[sparse.csr_array, dict[str, int]]:
     """Per-peak, per-cluster sum of overlapping hit scores (see the module docstring).
 
     ``use_index``: None = query by region when :func:`scan_has_index` and the scan is larger
@@ -529,31 +522,30 @@ def aggregate_motif_scores(
     scan = Path(scan)
     if not scan.exists() and not scan.is_symlink():  # a symlink loop: reading says so
         raise InputError(scan, "motif scan not found")
-    n_clusters = len(cluster_names)
-    features = np.zeros((len(peaks), n_clusters), dtype=np.float32)
-    index = _index_peaks(peaks)
-    resolver = _Resolver(scan, set(index), cluster_names, mapping, chrom_naming, unknown_clusters)
-    chunks, indexed = _hit_chunks(scan, index, resolver, use_index, chunk_lines)
-    stats = {
-        "scan_records": 0,
-        "hits_overlapping_peaks": 0,
-        "hits_unknown_cluster_dropped": 0,
-        "hits_on_chromosomes_without_peaks": 0,
-    }
-    began = time.perf_counter()
-    for hits in chunks:
-        _add_chunk(features.reshape(-1), n_clusters, hits, index, resolver, stats)
-        log.info(
-            "motif scan: %d records read (%.0f records/s), %d hits in peaks",
-            stats["scan_records"],
-            stats["scan_records"] / max(time.perf_counter() - began, 1e-9),
-            stats["hits_overlapping_peaks"],
-        )
-    if stats["scan_records"] == 0 and not indexed:
+    shape = (len(peaks), len(cluster_names))
+    index = index_peaks(peaks)
+
+    def resolver() -> _Resolver:
+        return _Resolver(scan, set(index), cluster_names, mapping, chrom_naming, unknown_clusters)
+
+    if _reads_by_index(scan, use_index):
+        checked = resolver()
+        contigs = {c: t for c in _scan_contigs(scan) if (t := checked.chrom(c, None)) is not None}
+        log.info("reading motif scan %s by tabix query of the peak regions", scan)
+        return _sum_chunks(scan, _indexed_chunks(scan, index, contigs), shape, index, checked)
+    log.info("streaming motif scan %s", scan)
+    try:
+        sums, stats = _sum_chunks(scan, _arrow_chunks(scan, chunk_lines), shape, index, resolver())
+    except IrregularText as why:
+        log.info("%s: reading it line by line (%s)", scan, why)
+    except InputError:
+        pass  # read again line by line, so the error names its line
+    else:
+        return sums, stats
+    sums, stats = _sum_chunks(scan, _stream_chunks(scan, chunk_lines), shape, index, resolver())
+    if stats["scan_records"] == 0:
         raise InputError(scan, "no motif hits found: the file is empty or holds only header lines")
-    if stats["scan_records"]:
-        _check_coverage(scan, index, resolver, stats)
-    return features, stats
+    return sums, stats
 
 
 __all__ = [

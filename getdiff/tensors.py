@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy import sparse
 
 from getdiff.errors import InputError
 
@@ -80,22 +81,45 @@ _REQUIRED = {
 # --------------------------------------------------------------------------- normalisation
 
 
-def normalise_motifs(
-    scores: np.ndarray, out: np.ndarray | None = None
-) -> tuple[np.ndarray, list[float]]:
-    """Max-scale each column of (n, C) scores to [0, 1] -> (float32 values, per-column max).
+def normalise_motifs(scores: sparse.sparray | np.ndarray) -> tuple[sparse.csr_array, list[float]]:
+    """Max-scale each column of (n, C) scores (>= 0) to [0, 1] -> (float32 CSR, per-column max).
 
-    ``out`` (n, C) float32, e.g. the motif block of the feature matrix, receives the values
-    without an intermediate copy.
+    A column without any non-zero score keeps max 0 and values 0.
     """
-    maxima = scores.max(axis=0) if len(scores) else np.zeros(scores.shape[1], np.float32)
-    maxima = maxima.astype(np.float32)
-    safe = np.where(maxima > 0, maxima, np.float32(1))
-    if out is None:
-        out = np.empty(scores.shape, np.float32)
-    np.divide(scores, safe, out=out, casting="same_kind")
-    np.clip(out, 0, 1, out=out)
-    return out, [float(m) for m in maxima]
+    values = sparse.csr_array(scores, dtype=np.float64)
+    maxima = values.max(axis=0).toarray() if values.shape[0] else np.zeros(values.shape[1])
+    safe = np.where(maxima > 0, maxima, 1.0)
+    values.data = np.clip(values.data / safe[values.indices], 0, 1)
+    values.eliminate_zeros()
+    return values.astype(np.float32), [float(m) for m in maxima]
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """(n, F) float32 features of a cell type's regions, held as the sparse motif columns plus the
+    dense accessibility column (the last feature): at 100k peaks 7 MB instead of 113 MB."""
+
+    motifs: sparse.csr_array  # (n, F - 1) float32, normalised
+    accessibility: np.ndarray  # (n,) float32, normalised
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.motifs.shape[0], self.motifs.shape[1] + 1)
+
+    def dense(self, rows: slice | np.ndarray, by_feature: bool = False) -> np.ndarray:
+        """The selected rows as a C-ordered (k, F) float32 array, or (F, k) when
+        ``by_feature`` (each feature's values contiguous)."""
+        part = self.motifs[rows].tocoo()
+        row, column = part.coords
+        if by_feature:
+            block = np.zeros((self.shape[1], part.shape[0]), np.float32)
+            block[column, row] = part.data
+            block[-1] = self.accessibility[rows]
+        else:
+            block = np.zeros((part.shape[0], self.shape[1]), np.float32)
+            block[row, column] = part.data
+            block[:, -1] = self.accessibility[rows]
+        return block
 
 
 def normalise_accessibility(counts: np.ndarray | None, n: int) -> tuple[np.ndarray, dict]:
@@ -248,6 +272,11 @@ def _schema_metadata(meta: dict[str, Any]) -> dict[bytes, bytes]:
     return {METADATA_KEY: json.dumps(meta, allow_nan=False).encode()}
 
 
+# Rows per Parquet row group: a writer holds one group's dense features (9 MB at F = 283);
+# larger groups cost memory (32k rows: +170 MiB with two writers) and gain no speed.
+ROW_GROUP = 8_192
+
+
 def _coordinate_arrays(regions: pd.DataFrame) -> dict[str, pa.Array]:
     return {
         "chrom": pa.array(regions["chrom"].astype(str).to_numpy(), pa.string()),
@@ -258,45 +287,94 @@ def _coordinate_arrays(regions: pd.DataFrame) -> dict[str, pa.Array]:
     }
 
 
+def _dense_rows(
+    features: FeatureMatrix | np.ndarray, rows: slice | np.ndarray, by_feature: bool = False
+) -> np.ndarray:
+    if isinstance(features, FeatureMatrix):
+        return features.dense(rows, by_feature)
+    block = np.asarray(features[rows], dtype=np.float32)
+    return np.ascontiguousarray(block.T if by_feature else block)
+
+
+def _write_groups(
+    path: str | Path,
+    schema: pa.Schema,
+    groups: Any,
+    **options: Any,
+) -> None:
+    """Write the tables ``groups`` yields as row groups of one Parquet file (zstd)."""
+    with pq.ParquetWriter(
+        path, schema, compression="zstd", use_dictionary=False, **options
+    ) as writer:
+        for table in groups:
+            writer.write_table(table)
+
+
 def write_region_table(
-    path: str | Path, regions: pd.DataFrame, features: np.ndarray, meta: dict[str, Any]
+    path: str | Path,
+    regions: pd.DataFrame,
+    features: FeatureMatrix | np.ndarray,
+    meta: dict[str, Any],
 ) -> None:
     """Write regions.parquet: coordinates, then one float32 column per feature name."""
     names = meta["feature_names"]
-    columns = _coordinate_arrays(regions)
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    for j, name in enumerate(names):
-        columns[name] = pa.array(features[:, j])
-    table = pa.table(columns).replace_schema_metadata(
-        _schema_metadata({"format": REGIONS_FORMAT, **meta})
+    schema = pa.schema(
+        [("chrom", pa.string()), ("start", pa.int64()), ("end", pa.int64())]
+        + [("name", pa.string()), ("region_id", pa.int64())]
+        + [(name, pa.float32()) for name in names],
+        metadata=_schema_metadata({"format": REGIONS_FORMAT, **meta}),
     )
-    pq.write_table(table, path, compression="zstd", use_dictionary=False)
+
+    def groups() -> Any:
+        for first in range(0, max(len(regions), 1), ROW_GROUP):
+            rows = slice(first, first + ROW_GROUP)
+            columns = _dense_rows(features, rows, by_feature=True)
+            arrays = list(_coordinate_arrays(regions.iloc[rows]).values())
+            yield pa.table(arrays + list(columns), schema=schema)
+
+    _write_groups(path, schema, groups())
 
 
 def write_window_set(
     path: str | Path,
     regions: pd.DataFrame,
-    features: np.ndarray,
+    features: FeatureMatrix | np.ndarray,
     starts: np.ndarray,
     score_from: np.ndarray,
     meta: dict[str, Any],
+    rows: np.ndarray | None = None,
 ) -> None:
-    """Write windows_{split}.parquet: the rows once + the window layout in the metadata."""
+    """Write windows_{split}.parquet: the rows once + the window layout in the metadata.
+
+    ``rows`` selects the split's rows of ``regions`` and ``features`` (default: all of them).
+    """
+    rows = np.arange(len(regions)) if rows is None else np.asarray(rows)
     n_features = len(meta["feature_names"])
-    flat = pa.array(np.ascontiguousarray(features, dtype=np.float32).reshape(-1))
-    columns = _coordinate_arrays(regions)
-    columns["features"] = pa.FixedSizeListArray.from_arrays(flat, n_features)
     full = {
         "format": WINDOWS_FORMAT,
         **meta,
         "n_windows": len(starts),
-        "n_regions": len(regions),
+        "n_regions": len(rows),
         "window_starts": [int(s) for s in starts],
         "score_from": [int(s) for s in score_from],
     }
-    table = pa.table(columns).replace_schema_metadata(_schema_metadata(full))
+    schema = pa.schema(
+        [("chrom", pa.string()), ("start", pa.int64()), ("end", pa.int64())]
+        + [("name", pa.string()), ("region_id", pa.int64())]
+        + [("features", pa.list_(pa.float32(), n_features))],
+        metadata=_schema_metadata(full),
+    )
+
+    def groups() -> Any:
+        for first in range(0, max(len(rows), 1), ROW_GROUP):
+            part = rows[first : first + ROW_GROUP]
+            flat = pa.array(_dense_rows(features, part).reshape(-1))
+            arrays = list(_coordinate_arrays(regions.iloc[part]).values())
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, n_features))
+            yield pa.table(arrays, schema=schema)
+
     # Statistics of the features list would take as long as the rest of the write; none reads them.
-    pq.write_table(table, path, compression="zstd", use_dictionary=False, write_statistics=False)
+    _write_groups(path, schema, groups(), write_statistics=False)
 
 
 # --------------------------------------------------------------------------- loading
@@ -476,6 +554,7 @@ __all__ = [
     "ACCESSIBILITY",
     "METADATA_KEY",
     "WindowLayout",
+    "FeatureMatrix",
     "WindowSet",
     "layout_windows",
     "load_regions",

@@ -16,6 +16,12 @@ from getdiff.motifs import (
 CLUSTERS = ["A", "B", "C"]
 
 
+def dense_sums(*args, **kwargs) -> tuple[np.ndarray, dict]:
+    """aggregate_motif_scores with the sums as a dense float32 array."""
+    sums, stats = aggregate_motif_scores(*args, **kwargs)
+    return sums.toarray(), stats
+
+
 def peaks_frame(rows: list[tuple[str, int, int]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["chrom", "start", "end"])
 
@@ -62,7 +68,7 @@ def test_hand_computed_sums_with_half_open_edges_and_nested_peaks(tmp_path, writ
             "chr3\t0\t10\tA\t9.0",  # chromosome without peaks
         ],
     )
-    features, stats = aggregate_motif_scores(scan, peaks, CLUSTERS)
+    features, stats = dense_sums(scan, peaks, CLUSTERS)
     expected = [[2.0, 3.0, 4.0], [0.0, 3.0, 0.0], [0.0, 0.75, 4.0], [0.0, 0.0, 5.0]]
     np.testing.assert_array_equal(features, np.array(expected, dtype=np.float32))
     assert features.dtype == np.float32
@@ -74,7 +80,7 @@ def test_hand_computed_sums_with_half_open_edges_and_nested_peaks(tmp_path, writ
 def test_result_rows_follow_the_callers_peak_order(tmp_path, write_lines):
     scan = write_lines(tmp_path / "scan.bed", ["chr1\t10\t11\tA\t1", "chr2\t10\t11\tB\t2"])
     peaks = peaks_frame([("chr2", 0, 20), ("chr1", 0, 20)])
-    features, _ = aggregate_motif_scores(scan, peaks, CLUSTERS)
+    features, _ = dense_sums(scan, peaks, CLUSTERS)
     np.testing.assert_array_equal(features, [[0, 2, 0], [1, 0, 0]])
 
 
@@ -105,7 +111,7 @@ def test_random_cases_match_brute_force_for_any_chunk_size(tmp_path, write_lines
     )
     expected = brute_force(peaks, hits, CLUSTERS)
     for chunk_lines in (1, 17, 10_000):
-        features, _ = aggregate_motif_scores(scan, peaks, CLUSTERS, chunk_lines=chunk_lines)
+        features, _ = dense_sums(scan, peaks, CLUSTERS, chunk_lines=chunk_lines)
         np.testing.assert_allclose(features, expected, rtol=1e-5)
 
 
@@ -118,7 +124,7 @@ def test_gzip_scan_with_header_crlf_blank_lines_and_extra_columns(tmp_path, writ
         "chr1\t6\t7\tB\t1",
     ]
     scan = write_lines(tmp_path / "scan.bed.gz", lines, gz=True, eol="\r\n")
-    features, _ = aggregate_motif_scores(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS)
+    features, _ = dense_sums(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS)
     np.testing.assert_array_equal(features, [[2, 1, 0]])
 
 
@@ -130,9 +136,7 @@ def test_mapping_file_maps_motif_names_to_clusters(tmp_path, write_lines):
     scan = write_lines(
         tmp_path / "scan.bed", ["chr1\t1\t2\tM1\t1", "chr1\t1\t2\tM2\t2", "chr1\t1\t2\tB\t4"]
     )
-    features, _ = aggregate_motif_scores(
-        scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS, mapping=mapping
-    )
+    features, _ = dense_sums(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS, mapping=mapping)
     np.testing.assert_array_equal(features, [[3, 4, 0]])
 
 
@@ -145,7 +149,7 @@ def test_mapping_to_unknown_cluster_is_an_error_with_line(tmp_path, write_lines)
 def test_unknown_cluster_error_lists_closest_names_and_line(tmp_path, write_lines):
     scan = write_lines(tmp_path / "scan.bed", ["chr1\t1\t2\tCTCF\t1", "chr1\t1\t2\tCTCFL\t1"])
     with pytest.raises(InputError) as err:
-        aggregate_motif_scores(scan, peaks_frame([("chr1", 0, 10)]), load_cluster_names())
+        dense_sums(scan, peaks_frame([("chr1", 0, 10)]), load_cluster_names())
     message = str(err.value)
     assert message.startswith(f"{scan}:2: unknown motif cluster 'CTCFL' (closest known: CTCF")
     assert "unknown_clusters: drop" in message
@@ -153,7 +157,7 @@ def test_unknown_cluster_error_lists_closest_names_and_line(tmp_path, write_line
 
 def test_unknown_clusters_can_be_dropped_and_counted(tmp_path, write_lines):
     scan = write_lines(tmp_path / "scan.bed", ["chr1\t1\t2\tA\t1", "chr1\t1\t2\tZ\t1"])
-    features, stats = aggregate_motif_scores(
+    features, stats = dense_sums(
         scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS, unknown_clusters="drop"
     )
     np.testing.assert_array_equal(features, [[1, 0, 0]])
@@ -163,7 +167,7 @@ def test_unknown_clusters_can_be_dropped_and_counted(tmp_path, write_lines):
 def test_chromosome_naming_mismatch_is_an_error_in_strict_mode(tmp_path, write_lines):
     scan = write_lines(tmp_path / "scan.bed", ["#h", "1\t1\t2\tA\t1"])
     with pytest.raises(InputError) as err:
-        aggregate_motif_scores(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS)
+        dense_sums(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS)
     assert str(err.value).startswith(f"{scan}:2: chromosome naming mismatch: the scan has '1'")
     assert "chrom_naming: harmonise" in str(err.value)
 
@@ -171,21 +175,21 @@ def test_chromosome_naming_mismatch_is_an_error_in_strict_mode(tmp_path, write_l
 def test_chromosome_naming_is_harmonised_on_request(tmp_path, write_lines):
     scan = write_lines(tmp_path / "scan.bed", ["1\t1\t2\tA\t1", "chrX\t1\t2\tB\t1"])
     peaks = peaks_frame([("chr1", 0, 10), ("X", 0, 10)])
-    features, _ = aggregate_motif_scores(scan, peaks, CLUSTERS, chrom_naming="harmonise")
+    features, _ = dense_sums(scan, peaks, CLUSTERS, chrom_naming="harmonise")
     np.testing.assert_array_equal(features, [[1, 0, 0], [0, 1, 0]])
 
 
 def test_scan_without_any_hit_on_peak_chromosomes_is_an_error(tmp_path, write_lines):
     scan = write_lines(tmp_path / "scan.bed", ["Chr1\t1\t2\tA\t1"])
     with pytest.raises(InputError, match="no motif hit lies on the peaks' chromosomes"):
-        aggregate_motif_scores(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS)
+        dense_sums(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS)
 
 
 @pytest.mark.parametrize("lines", [[], ["# header only"]])
 def test_empty_scan_is_an_error(tmp_path, write_lines, lines):
     scan = write_lines(tmp_path / "scan.bed", lines)
     with pytest.raises(InputError, match=r"scan\.bed: no motif hits found"):
-        aggregate_motif_scores(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS)
+        dense_sums(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS)
 
 
 BAD_SCAN_LINES = [
@@ -212,16 +216,14 @@ def test_bad_scan_line_names_file_line_and_expectation(
         tmp_path / "scan.bed", ["#header", "chr1\t1\t2\tA\t1", "chr1\t3\t4\tB\t2", line]
     )
     with pytest.raises(InputError) as err:
-        aggregate_motif_scores(
-            scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS, chunk_lines=chunk_lines
-        )
+        dense_sums(scan, peaks_frame([("chr1", 0, 10)]), CLUSTERS, chunk_lines=chunk_lines)
     assert str(err.value).startswith(f"{scan}:4: ")
     assert expected in str(err.value)
 
 
 def test_missing_scan_is_an_error(tmp_path):
     with pytest.raises(InputError, match="motif scan not found"):
-        aggregate_motif_scores(tmp_path / "nope.bed", peaks_frame([("chr1", 0, 1)]), CLUSTERS)
+        dense_sums(tmp_path / "nope.bed", peaks_frame([("chr1", 0, 1)]), CLUSTERS)
 
 
 def test_tabix_query_gives_the_same_sums_as_streaming(tmp_path):
@@ -241,8 +243,8 @@ def test_tabix_query_gives_the_same_sums_as_streaming(tmp_path):
     scan = tmp_path / "scan.bed.gz"
     pysam.tabix_compress(str(plain), str(scan))
     pysam.tabix_index(str(scan), preset="bed")
-    streamed, _ = aggregate_motif_scores(scan, peaks, CLUSTERS, use_index=False)
-    queried, _ = aggregate_motif_scores(scan, peaks, CLUSTERS, use_index=True)
+    streamed, _ = dense_sums(scan, peaks, CLUSTERS, use_index=False)
+    queried, _ = dense_sums(scan, peaks, CLUSTERS, use_index=True)
     expected = [[0, 2, 0], [0, 2, 3], [4, 2, 0], [0, 0, 5]]
     np.testing.assert_array_equal(streamed, expected)
     np.testing.assert_array_equal(queried, expected)

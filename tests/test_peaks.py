@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from getdiff.errors import InputError
+from getdiff.intervals import read_bed_fields
 from getdiff.peaks import (
     harmonise_chrom,
     load_peaks,
     natural_chrom_key,
-    read_bed_fields,
     read_bed_regions,
     read_peak_file,
 )

@@ -51,9 +51,9 @@ def fixture_outputs(outdir: Path, **run: object) -> dict[str, np.ndarray]:
         "regions.name": regions["name"].to_numpy(str),
         "regions.features": region_features(regions),
         "motif_max": np.asarray(meta["scaling"]["motif_max"], np.float64),
-        "motif_scan": np.array(json.dumps(
-            {k: v for k, v in meta["motif_scan"].items() if k != "path"}, sort_keys=True
-        )),
+        "motif_scan": np.array(
+            json.dumps({k: v for k, v in meta["motif_scan"].items() if k != "path"}, sort_keys=True)
+        ),
     }
     for split in SPLITS:
         window_set = load_window_set(outdir / f"windows_{split}.parquet")

@@ -12,6 +12,7 @@ import pytest
 
 from getdiff.errors import InputError
 from getdiff.tensors import (
+    FeatureMatrix,
     layout_windows,
     load_regions,
     load_window_set,
@@ -60,7 +61,7 @@ def base_meta(window_size: int = 4) -> dict:
 def test_motif_columns_are_divided_by_their_max():
     scores = np.array([[1.0, 0.0, 3.0], [4.0, 0.0, 1.5]], dtype=np.float32)
     values, maxima = normalise_motifs(scores)
-    np.testing.assert_allclose(values, [[0.25, 0, 1], [1, 0, 0.5]])
+    np.testing.assert_allclose(values.toarray(), [[0.25, 0, 1], [1, 0, 0.5]])
     assert maxima == [4.0, 0.0, 3.0]
     assert values.dtype == np.float32
 
@@ -86,7 +87,7 @@ def test_to_raw_units_inverts_the_normalisation():
     motif, maxima = normalise_motifs(scores)
     acc, acc_scaling = normalise_accessibility(counts, 2)
     meta = {"scaling": {"motif_max": maxima, "accessibility": acc_scaling}}
-    raw = to_raw_units(np.c_[motif, acc], meta)
+    raw = to_raw_units(FeatureMatrix(motif, acc).dense(slice(None)), meta)
     np.testing.assert_allclose(raw, np.c_[scores, counts], rtol=1e-5)
 
 
@@ -271,3 +272,45 @@ def test_region_table_is_not_accepted_as_a_window_file(tmp_path):
 def test_missing_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="file not found"):
         load_regions(tmp_path / "nope.parquet")
+
+
+def sparse_example(n_rows: int, seed: int = 0) -> tuple[FeatureMatrix, np.ndarray]:
+    """A FeatureMatrix of 2 motif columns (mostly zero) + accessibility, and its dense copy."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    motifs = rng.random((n_rows, 2)).astype(np.float32) * (rng.random((n_rows, 2)) < 0.3)
+    accessibility = rng.random(n_rows).astype(np.float32)
+    return FeatureMatrix(sparse.csr_array(motifs), accessibility), np.c_[motifs, accessibility]
+
+
+def test_feature_matrix_rows_equal_the_dense_matrix_in_both_layouts():
+    features, dense = sparse_example(50)
+    rows = np.array([3, 7, 7, 49, 0])
+    assert features.shape == (50, 3)
+    np.testing.assert_array_equal(features.dense(rows), dense[rows])
+    np.testing.assert_array_equal(features.dense(slice(10, 20), by_feature=True), dense[10:20].T)
+
+
+def test_files_from_a_feature_matrix_in_many_row_groups_equal_the_dense_ones(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    import getdiff.tensors as tensors
+
+    monkeypatch.setattr(tensors, "ROW_GROUP", 4)
+    features, dense = sparse_example(11)
+    regions = regions_on([("chr1", 11)])
+    rows = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    write_region_table(tmp_path / "regions.parquet", regions, features, base_meta())
+    write_window_set(
+        tmp_path / "windows.parquet", regions, features, np.array([0, 6]), np.array([0, 2]),
+        base_meta(), rows=rows,
+    )  # fmt: skip
+    assert pq.ParquetFile(tmp_path / "regions.parquet").num_row_groups == 3
+    np.testing.assert_array_equal(
+        region_features(load_regions(tmp_path / "regions.parquet")), dense
+    )
+    window_set = load_window_set(tmp_path / "windows.parquet")
+    np.testing.assert_array_equal(window_set.features, dense[rows])
+    assert window_set.regions["region_id"].tolist() == rows.tolist()
+    assert window_set.meta["n_regions"] == 10

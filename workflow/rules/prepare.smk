@@ -16,7 +16,7 @@ rule prepare:
         RESULTS / "benchmarks" / "prepare" / "{cell_type}.tsv"
     conda:
         "../../envs/getdiff.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
