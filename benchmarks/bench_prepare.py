@@ -197,7 +197,7 @@ def _worker(mode: str, peaks: Path, motifs: Path, outdir: Path) -> dict:
         features, stats = aggregate_motif_scores(motifs, table, load_cluster_names())
         seconds = time.perf_counter() - began
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        sparse.save_npz(outdir / "getdiff_features.npz", features)
+        sparse.save_npz(outdir / "getdiff_features.npz", features, compressed=False)
         table[["chrom", "start", "end"]].to_csv(outdir / "getdiff_rows.tsv", sep="\t", index=False)
         return {"seconds": seconds, "peak_rss_mib": rss, "stats": stats}
     from getdiff.config import validate_config
