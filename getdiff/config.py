@@ -136,7 +136,7 @@ def _read_sheet(path: str | Path) -> pd.DataFrame:
     data/liver#v2.bed) is kept. A line with more tab-separated fields than the header, or a NUL
     byte, is an error naming the line: pandas would silently drop or misplace its fields."""
     try:
-        with open(path, encoding="utf-8", newline=None) as handle:
+        with open(path, encoding="utf-8-sig", newline=None) as handle:
             lines = handle.read().split("\n")
     except FileNotFoundError:
         raise ConfigError(f"{path}: cell-type sheet not found") from None

@@ -58,10 +58,11 @@ def is_gzipped(path: str | Path) -> bool:
 
 
 def open_text(path: str | Path) -> IO[str]:
-    """Open plain, gzip or bgzip text for reading; newline=None folds CRLF into LF."""
+    """Open plain, gzip or bgzip text for reading; newline=None folds CRLF into LF, and a UTF-8
+    byte-order mark (spreadsheet exports) is dropped, as pyarrow's reader drops it."""
     if is_gzipped(path):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline=None)
-    return open(path, encoding="utf-8", newline=None)
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline=None)
+    return open(path, encoding="utf-8-sig", newline=None)
 
 
 def _failing_line(path: str | Path) -> tuple[int, bool]:

@@ -229,7 +229,7 @@ def read_motif_file(path: str | Path) -> list[Motif]:
     check_regular_file(path)
     with reading(path):
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise InputError(path, "motif file not found") from None
     if re.search(r"^MEME version", text, flags=re.MULTILINE):

@@ -100,6 +100,11 @@ def test_cell_type_sheet_reads_optional_counts(tmp_path):
     assert sheet.loc["B", "counts_file"] == "b.bg"
 
 
+def test_a_sheet_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    sheet = load_cell_types(_sheet(tmp_path, "\ufeffcell_type\tpeaks\nA\ta.bed\n"))
+    assert list(sheet.index) == ["A"] and sheet.loc["A", "peaks"].endswith("a.bed")
+
+
 def test_cell_type_sheet_rejects_a_bad_name_with_its_line(tmp_path):
     with pytest.raises(ConfigError, match="line 3.*cell_type"):
         load_cell_types(_sheet(tmp_path, "cell_type\tpeaks\nA\ta.bed\nB C\tb.bed\n"))

@@ -77,12 +77,14 @@ PEAK_VARIANTS = {
     "3 columns": b"chr1\t10\t20\nchr1\t30\t40\n",
     "only headers": b"# nothing\ntrack x\n",
     "duplicate": GOOD_PEAKS + b"chr1\t10\t20\tagain\t5\t.\t1\n",
+    "byte-order mark": b"\xef\xbb\xbf" + GOOD_PEAKS,
+    "byte-order mark, no header": b"\xef\xbb\xbf" + GOOD_PEAKS.split(b"\n", 1)[1],
 }
 
 
 FAST_PEAKS = {
     "clean", "crlf", "lone cr", "quoted name", "nul in name", "exponent count", "3 columns",
-    "duplicate",
+    "duplicate", "byte-order mark", "byte-order mark, no header",
 }  # fmt: skip
 
 
@@ -135,10 +137,15 @@ SCAN_VARIANTS = {
     "header mid-file": SCAN.replace("chr2\t70", "# mid\nchr2\t70"),
     "padded name": SCAN.replace("\tA\t", "\t A\t"),
     "other naming": SCAN.replace("chr2", "2"),
+    "byte-order mark": "\ufeff" + SCAN,
+    "byte-order mark, no header": "\ufeff" + SCAN.split("\n", 1)[1],
 }
 
 
-FAST_SCANS = {"clean", "crlf", "five columns", "unknown cluster", "other naming"}
+FAST_SCANS = {
+    "clean", "crlf", "five columns", "unknown cluster", "other naming", "byte-order mark",
+    "byte-order mark, no header",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(SCAN_VARIANTS))
@@ -165,9 +172,7 @@ def test_scan_readers_agree_wherever_the_fast_one_answers(tmp_path, monkeypatch,
         answered = bool(list(motifs._arrow_chunks(path, chunk_lines)))
     except IrregularText:
         answered = False
-    assert answered == (
-        name in {"clean", "crlf", "five columns", "unknown cluster", "other naming"}
-    )
+    assert answered == (name in FAST_SCANS)
     fast = outcome(read)
     monkeypatch.setattr(motifs, "_arrow_chunks", declined)
     slow = outcome(read)
