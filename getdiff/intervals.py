@@ -7,7 +7,8 @@ Coordinates are 0-based, half-open (BED): two intervals overlap when ``a.start <
 Reading. :func:`read_bed_columns` reads chosen columns of a tab-separated file with pyarrow's
 multithreaded CSV reader (plain, gzip or bgzip), in blocks. It accepts only the common, clean
 form: header lines at the top only, no blank line, the same number of fields on every line, no
-padding around fields, coordinates of plain digits. Anything else raises :class:`IrregularText`,
+padding around fields, coordinates of plain digits, UTF-8 throughout (checked on the raw text, as
+pyarrow checks only the columns it converts). Anything else raises :class:`IrregularText`,
 and the caller reads the file line by line instead (:func:`read_bed_fields` and
 :func:`parse_coordinates` here; the motif scan in pandas chunks), which accepts more and names the
 line of an error. So both readers give the same table wherever the fast one answers.
@@ -194,20 +195,25 @@ _ARROW_TYPES = {
     NUMBER: pa.float64(),
 }
 # Files up to this size (on disk; x3 when compressed) are parsed whole, by all cores; larger
-# ones are streamed block by block, so memory stays one block whatever the size.
+# ones block by block, so memory stays one block whatever the size.
 WHOLE_FILE_BYTES = 64 << 20
 
 
 def count_header_lines(path: str | Path) -> int:
     """How many lines at the top of a text file are header lines (``#``, track, browser) or
     blank."""
+    return _file_start(path)[0]
+
+
+def _file_start(path: str | Path) -> tuple[int, int]:
+    """(header lines at the top, tab-separated fields on the first data line; 0 if none)."""
     n = 0
     with open_text(path) as handle:
         for line in handle:
             if line.strip() and not re.match(HEADER_PATTERN, line):
-                break
+                return n, line.rstrip("\n").count("\t") + 1
             n += 1
-    return n
+    return n, 0
 
 
 def _padded(values: pa.Array) -> bool:
@@ -264,36 +270,72 @@ def read_bed_columns(
         raise IrregularText(f"{path}: {err}") from None
 
 
+def _text_blocks(path: str | Path, block_bytes: int | None) -> Iterator[pa.Buffer]:
+    """The file's (decompressed) bytes in blocks of about ``block_bytes`` (None: one block) that
+    end at a line end, each checked to be UTF-8: pyarrow checks only the columns it converts, and
+    the line-by-line reader rejects a bad byte anywhere."""
+    compression = "gzip" if is_gzipped(path) else None
+    with pa.input_stream(str(path), compression=compression) as source:
+        rest = b""
+        while chunk := source.read(block_bytes):
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1
+            block, rest = data[:cut], data[cut:]
+            if block:
+                yield _utf8(block)
+            if block_bytes is None:
+                break
+        if rest:
+            yield _utf8(rest)
+
+
+def _utf8(data: bytes) -> pa.Buffer:
+    """``data`` as a pyarrow buffer; UnicodeDecodeError if it is not UTF-8."""
+    if not data.isascii():
+        data.decode("utf-8")
+    return pa.py_buffer(data)
+
+
 def _arrow_blocks(
     path: str | Path, kinds: dict[int, str], optional: tuple[int, ...], block_bytes: int
 ) -> Iterator[dict[int, object]]:
+    header, fields = _file_start(path)
+    if fields == 0:
+        raise IrregularText("no data line")
     types = {f"f{column}": _ARROW_TYPES[kind] for column, kind in kinds.items()}
-    options = {
-        "read_options": pa_csv.ReadOptions(
-            skip_rows=count_header_lines(path),
-            autogenerate_column_names=True,
-            block_size=block_bytes,
-        ),
-        "parse_options": pa_csv.ParseOptions(
-            delimiter="\t", quote_char=False, ignore_empty_lines=False
-        ),
-        "convert_options": pa_csv.ConvertOptions(
-            column_types=types,
-            include_columns=list(types),
-            include_missing_columns=True,
-            null_values=[],
-            strings_can_be_null=False,
-        ),
-    }
-    compression = "gzip" if is_gzipped(path) else None
-    whole = Path(path).stat().st_size * (3 if compression else 1) <= WHOLE_FILE_BYTES
-    with pa.input_stream(str(path), compression=compression) as source:
-        batches = (pa_csv.read_csv if whole else pa_csv.open_csv)(source, **options)
-        for batch in batches.to_batches() if whole else batches:
+    parse = pa_csv.ParseOptions(delimiter="\t", quote_char=False, ignore_empty_lines=False)
+    convert = pa_csv.ConvertOptions(
+        column_types=types,
+        include_columns=list(types),
+        include_missing_columns=True,
+        null_values=[],
+        strings_can_be_null=False,
+        check_utf8=False,  # _text_blocks checked every byte
+    )
+    size = Path(path).stat().st_size * (3 if is_gzipped(path) else 1)
+    whole = size <= WHOLE_FILE_BYTES
+    for number, block in enumerate(_text_blocks(path, None if whole else block_bytes)):
+        read = pa_csv.ReadOptions(
+            skip_rows=header if number == 0 else 0,
+            column_names=[f"f{i}" for i in range(fields)],  # every line: the first line's count
+            block_size=min(block_bytes, 4 << 20),  # parsed in parallel within a block
+        )
+        table = pa_csv.read_csv(
+            pa.BufferReader(block), read_options=read, parse_options=parse, convert_options=convert
+        )
+        for batch in table.to_batches():
+            if _header_like(batch.column("f0")):
+                raise IrregularText("a header line below the first data line")
             yield {
                 column: _converted(batch.column(f"f{column}"), kind, column in optional)
                 for column, kind in kinds.items()
             }
+
+
+def _header_like(values: pa.Array) -> bool:
+    """True when a first field starts like a header line (``#``, track, browser)."""
+    names = values.dictionary if pa.types.is_dictionary(values.type) else values
+    return len(names) > 0 and pc.any(pc.match_substring_regex(names, HEADER_PATTERN)).as_py()
 
 
 def read_bed_fields(path: str | Path, what: str, columns: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -336,7 +378,15 @@ def parse_coordinates(
         missing = np.ones(len(fields), dtype=bool)
     else:
         missing = fields[2].isna().to_numpy()
-    raise_first_bad_line(path, numbers, [(missing, f"expected at least {columns}")])
+    no_chrom = fields[0].isna().to_numpy() & ~missing
+    raise_first_bad_line(
+        path,
+        numbers,
+        [
+            (missing, f"expected at least {columns}"),
+            (no_chrom, "expected a chromosome name in column 1, got an empty field"),
+        ],
+    )
     checks = []
     coords = {}
     for col, label in ((1, "start"), (2, "end")):

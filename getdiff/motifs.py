@@ -74,12 +74,14 @@ DEFAULT_CLUSTER_NAMES = Path(__file__).parent / "data" / "cluster_names.txt"
 INDEX_MIN_BYTES = 1 << 30  # smaller scans are streamed even when indexed (faster)
 _SCAN_COLUMNS = "5 columns: chrom start end name score"
 _BYTES_PER_LINE = 40  # of a typical scan line: chunk_lines -> the fast reader's block size
-# pyarrow's streaming reader holds several blocks ahead: reading a 10M-line scan in 4 MiB blocks
-# takes +220 MiB, in 16 MiB blocks +470 MiB, at the same speed.
-_MAX_BLOCK_BYTES = 4 << 20
+# Text per block of a scan too large to parse whole: one block is in memory at a time (the
+# 10M-hit bench prepares in 5.0 s and 520 MiB with 16 MiB blocks, 5.0-6.3 s and 500 MiB with 4).
+_MAX_BLOCK_BYTES = 16 << 20
 # (peak, cluster, score) pairs gathered (12 bytes each) before scipy sums them: each sum costs
 # O(pairs + sums so far), so a large batch keeps a 10M-hit scan to one or two.
 _PENDING_PAIRS = 8_000_000
+# Features are float32: a larger score (or sum, checked after summing) would be inf.
+MAX_SCORE = float(np.finfo(np.float32).max)
 
 
 def load_cluster_names(path: str | Path | None = None) -> list[str]:
@@ -174,17 +176,26 @@ class _Hits:
 
 def _validate_chunk(path: str | Path, chunk: pd.DataFrame, lines: np.ndarray | None) -> _Hits:
     """Type and check one chunk; ``lines`` are the rows' 1-based line numbers (None: unknown)."""
-    blank = chunk[0].isna().to_numpy()
+    blank = chunk.isna().all(axis=1).to_numpy()
     if blank.any():
         chunk = chunk[~blank]
         lines = None if lines is None else lines[~blank]
     where = lines if lines is not None else np.arange(len(chunk))
     missing = (chunk[3].isna() | chunk[4].isna()).to_numpy()
-    _checked(path, where, lines is None, [(missing, f"expected at least {_SCAN_COLUMNS}")])
+    no_chrom = chunk[0].isna().to_numpy() & ~missing
+    _checked(
+        path,
+        where,
+        lines is None,
+        [
+            (missing, f"expected at least {_SCAN_COLUMNS}"),
+            (no_chrom, "expected a chromosome name in column 1, got an empty field"),
+        ],
+    )
     start, bad_start = _int_column(chunk[1])
     end, bad_end = _int_column(chunk[2])
     score = _float_column(chunk[4])
-    bad_score = ~np.isfinite(score)
+    bad_score = ~(np.abs(score) <= MAX_SCORE)  # NaN too
     _checked(
         path,
         where,
@@ -192,7 +203,7 @@ def _validate_chunk(path: str | Path, chunk: pd.DataFrame, lines: np.ndarray | N
         [
             (bad_start, "start (column 2) must be an integer below 10^18"),
             (bad_end, "end (column 3) must be an integer below 10^18"),
-            (bad_score, "score (column 5) must be a finite number"),
+            (bad_score, f"score (column 5) must be a finite number below {MAX_SCORE:.2g}"),
         ],
     )
     _checked(
@@ -254,7 +265,7 @@ def _arrow_chunks(path: str | Path, chunk_lines: int) -> Iterator[_Hits]:
     block_bytes = min(chunk_lines * _BYTES_PER_LINE, _MAX_BLOCK_BYTES)
     for block in read_bed_columns(path, kinds, block_bytes=block_bytes):
         start, end, score = block[1], block[2], block[4]
-        if not ((start < end).all() and np.isfinite(score).all() and (score >= 0).all()):
+        if not ((start < end).all() and ((score >= 0) & (score <= MAX_SCORE)).all()):
             raise IrregularText("a value fails a check")
         yield _Hits(block[0], start, end, block[3], score, None)
 
@@ -465,6 +476,12 @@ def _sum_chunks(
                 stats["hits_overlapping_peaks"],
             )
     sums = _add_pairs(sums, pending)
+    if not np.isfinite(sums.data).all():
+        raise InputError(
+            scan,
+            f"the scores of the hits in one peak sum past {MAX_SCORE:.2g} (float32); expected "
+            "motif scores such as log-odds or -log10 p-values",
+        )
     log.info(
         "motif scan %s: %d records read in %.1f s, %d hits in peaks",
         scan,

@@ -158,7 +158,7 @@ def _read_fast(path: str | Path, named: bool, counts_index: int | None) -> pd.Da
         counts = columns[counts_index]
         if not (np.isfinite(counts).all() and (counts >= 0).all()):
             return None
-        table["counts"] = counts
+        table["counts"] = counts + 0.0  # -0 -> 0, as the line-by-line reader gives
     table["line"] = count_header_lines(path) + np.arange(len(table)) + 1
     return table
 

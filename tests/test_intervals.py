@@ -78,13 +78,20 @@ PEAK_VARIANTS = {
     "only headers": b"# nothing\ntrack x\n",
     "duplicate": GOOD_PEAKS + b"chr1\t10\t20\tagain\t5\t.\t1\n",
     "byte-order mark": b"\xef\xbb\xbf" + GOOD_PEAKS,
+    "commented-out peak": GOOD_PEAKS.replace(b"chr2\t5", b"#chr2\t5"),
+    "track line with the data's fields": GOOD_PEAKS + b"track\t1\t2\tx\t0\t.\t1\n",
+    "minus zero count": GOOD_PEAKS.replace(b"\t0\n", b"\t-0\n"),
+    "empty chromosome": GOOD_PEAKS.replace(b"chr2\t5", b"\t5"),
+    "cp1252 in an unused column after 8 KiB": GOOD_PEAKS
+    + b"".join(b"chr1\t%d\t%d\tp\t0\t+\t1\n" % (100 + i * 10, 105 + i * 10) for i in range(460))
+    + b"chr1\t30\t40\tq\t0\t\x96\t1\n",
     "byte-order mark, no header": b"\xef\xbb\xbf" + GOOD_PEAKS.split(b"\n", 1)[1],
 }
 
 
 FAST_PEAKS = {
     "clean", "crlf", "lone cr", "quoted name", "nul in name", "exponent count", "3 columns",
-    "duplicate", "byte-order mark", "byte-order mark, no header",
+    "duplicate", "byte-order mark", "byte-order mark, no header", "minus zero count",
 }  # fmt: skip
 
 
@@ -139,12 +146,18 @@ SCAN_VARIANTS = {
     "other naming": SCAN.replace("chr2", "2"),
     "byte-order mark": "\ufeff" + SCAN,
     "byte-order mark, no header": "\ufeff" + SCAN.split("\n", 1)[1],
+    "empty chromosome": SCAN.replace("chr2\t70", "\t70"),
+    "score past float32": SCAN.replace("\t1.25\t", "\t1e39\t"),
+    "scores summing past float32": SCAN.replace("\t1.25\t", "\t3e38\t"),
+    "commented-out hit": SCAN.replace("chr2\t70", "#chr2\t70"),
+    "cp1252 in the strand after 8 KiB": (SCAN + SCAN.split("\n", 1)[1] * 2).encode()
+    + b"chr1\t1\t5\tA\t1\t\x96\n",
 }
 
 
 FAST_SCANS = {
     "clean", "crlf", "five columns", "unknown cluster", "other naming", "byte-order mark",
-    "byte-order mark, no header",
+    "byte-order mark, no header", "scores summing past float32",
 }  # fmt: skip
 
 
@@ -155,7 +168,8 @@ def test_scan_readers_agree_wherever_the_fast_one_answers(tmp_path, monkeypatch,
     from getdiff.intervals import IrregularText
 
     path = tmp_path / "scan.bed"
-    path.write_text(SCAN_VARIANTS[name], newline="")
+    text = SCAN_VARIANTS[name]
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     peaks = table(("chr1", 0, 500), ("chr1", 100, 120), ("chr2", 50, 2000), ("chr1", 10, 11))
 
     def read():
