@@ -270,11 +270,12 @@ def read_bed_columns(
         raise IrregularText(f"{path}: {err}") from None
 
 
-def _text_blocks(path: str | Path, block_bytes: int | None) -> Iterator[pa.Buffer]:
+def _text_blocks(
+    path: str | Path, compression: str | None, block_bytes: int | None
+) -> Iterator[pa.Buffer]:
     """The file's (decompressed) bytes in blocks of about ``block_bytes`` (None: one block) that
     end at a line end, each checked to be UTF-8: pyarrow checks only the columns it converts, and
     the line-by-line reader rejects a bad byte anywhere."""
-    compression = "gzip" if is_gzipped(path) else None
     with pa.input_stream(str(path), compression=compression) as source:
         rest = b""
         while chunk := source.read(block_bytes):
@@ -312,9 +313,10 @@ def _arrow_blocks(
         strings_can_be_null=False,
         check_utf8=False,  # _text_blocks checked every byte
     )
-    size = Path(path).stat().st_size * (3 if is_gzipped(path) else 1)
-    whole = size <= WHOLE_FILE_BYTES
-    for number, block in enumerate(_text_blocks(path, None if whole else block_bytes)):
+    compression = "gzip" if is_gzipped(path) else None
+    whole = Path(path).stat().st_size * (3 if compression else 1) <= WHOLE_FILE_BYTES
+    blocks = _text_blocks(path, compression, None if whole else block_bytes)
+    for number, block in enumerate(blocks):
         read = pa_csv.ReadOptions(
             skip_rows=header if number == 0 else 0,
             column_names=[f"f{i}" for i in range(fields)],  # every line: the first line's count

@@ -43,6 +43,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -541,9 +542,10 @@ def aggregate_motif_scores(
         raise InputError(scan, "motif scan not found")
     shape = (len(peaks), len(cluster_names))
     index = index_peaks(peaks)
-
-    def resolver() -> _Resolver:
-        return _Resolver(scan, set(index), cluster_names, mapping, chrom_naming, unknown_clusters)
+    # A fresh resolver per pass: it records the names it has seen.
+    resolver = partial(
+        _Resolver, scan, set(index), cluster_names, mapping, chrom_naming, unknown_clusters
+    )
 
     if _reads_by_index(scan, use_index):
         checked = resolver()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,18 +296,48 @@ def _dense_rows(
     return np.ascontiguousarray(block.T if by_feature else block)
 
 
+_COORDINATE_FIELDS = [
+    ("chrom", pa.string()),
+    ("start", pa.int64()),
+    ("end", pa.int64()),
+    ("name", pa.string()),
+    ("region_id", pa.int64()),
+]  # the types of COORDINATE_COLUMNS
+
+
 def _write_groups(
-    path: str | Path,
-    schema: pa.Schema,
-    groups: Any,
-    **options: Any,
+    path: str | Path, schema: pa.Schema, tables: Iterator[pa.Table], **options: Any
 ) -> None:
-    """Write the tables ``groups`` yields as row groups of one Parquet file (zstd)."""
+    """Write ``tables`` as the row groups of one Parquet file (zstd)."""
     with pq.ParquetWriter(
         path, schema, compression="zstd", use_dictionary=False, **options
     ) as writer:
-        for table in groups:
+        for table in tables:
             writer.write_table(table)
+
+
+def _region_tables(
+    regions: pd.DataFrame, features: FeatureMatrix | np.ndarray, schema: pa.Schema
+) -> Iterator[pa.Table]:
+    """regions.parquet's row groups: coordinates, then one column per feature."""
+    for first in range(0, max(len(regions), 1), ROW_GROUP):
+        rows = slice(first, first + ROW_GROUP)
+        columns = _dense_rows(features, rows, by_feature=True)
+        arrays = list(_coordinate_arrays(regions.iloc[rows]).values())
+        yield pa.table(arrays + list(columns), schema=schema)
+
+
+def _window_tables(
+    regions: pd.DataFrame, features: FeatureMatrix | np.ndarray, rows: np.ndarray, schema: pa.Schema
+) -> Iterator[pa.Table]:
+    """A window file's row groups: the selected rows' coordinates, then their features list."""
+    n_features = schema.field("features").type.list_size
+    for first in range(0, max(len(rows), 1), ROW_GROUP):
+        part = rows[first : first + ROW_GROUP]
+        flat = pa.array(_dense_rows(features, part).reshape(-1))
+        arrays = list(_coordinate_arrays(regions.iloc[part]).values())
+        arrays.append(pa.FixedSizeListArray.from_arrays(flat, n_features))
+        yield pa.table(arrays, schema=schema)
 
 
 def write_region_table(
@@ -317,22 +347,11 @@ def write_region_table(
     meta: dict[str, Any],
 ) -> None:
     """Write regions.parquet: coordinates, then one float32 column per feature name."""
-    names = meta["feature_names"]
     schema = pa.schema(
-        [("chrom", pa.string()), ("start", pa.int64()), ("end", pa.int64())]
-        + [("name", pa.string()), ("region_id", pa.int64())]
-        + [(name, pa.float32()) for name in names],
+        _COORDINATE_FIELDS + [(name, pa.float32()) for name in meta["feature_names"]],
         metadata=_schema_metadata({"format": REGIONS_FORMAT, **meta}),
     )
-
-    def groups() -> Any:
-        for first in range(0, max(len(regions), 1), ROW_GROUP):
-            rows = slice(first, first + ROW_GROUP)
-            columns = _dense_rows(features, rows, by_feature=True)
-            arrays = list(_coordinate_arrays(regions.iloc[rows]).values())
-            yield pa.table(arrays + list(columns), schema=schema)
-
-    _write_groups(path, schema, groups())
+    _write_groups(path, schema, _region_tables(regions, features, schema))
 
 
 def write_window_set(
@@ -349,7 +368,6 @@ def write_window_set(
     ``rows`` selects the split's rows of ``regions`` and ``features`` (default: all of them).
     """
     rows = np.arange(len(regions)) if rows is None else np.asarray(rows)
-    n_features = len(meta["feature_names"])
     full = {
         "format": WINDOWS_FORMAT,
         **meta,
@@ -359,22 +377,12 @@ def write_window_set(
         "score_from": [int(s) for s in score_from],
     }
     schema = pa.schema(
-        [("chrom", pa.string()), ("start", pa.int64()), ("end", pa.int64())]
-        + [("name", pa.string()), ("region_id", pa.int64())]
-        + [("features", pa.list_(pa.float32(), n_features))],
+        [*_COORDINATE_FIELDS, ("features", pa.list_(pa.float32(), len(meta["feature_names"])))],
         metadata=_schema_metadata(full),
     )
-
-    def groups() -> Any:
-        for first in range(0, max(len(rows), 1), ROW_GROUP):
-            part = rows[first : first + ROW_GROUP]
-            flat = pa.array(_dense_rows(features, part).reshape(-1))
-            arrays = list(_coordinate_arrays(regions.iloc[part]).values())
-            arrays.append(pa.FixedSizeListArray.from_arrays(flat, n_features))
-            yield pa.table(arrays, schema=schema)
-
     # Statistics of the features list would take as long as the rest of the write; none reads them.
-    _write_groups(path, schema, groups(), write_statistics=False)
+    tables = _window_tables(regions, features, rows, schema)
+    _write_groups(path, schema, tables, write_statistics=False)
 
 
 # --------------------------------------------------------------------------- loading

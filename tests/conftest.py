@@ -78,3 +78,24 @@ def prepare_with(outdir: Path, **flat) -> dict[str, Path]:
         flat.pop(key, None)
     config = validate_config({"cell_types": "unused.tsv", **top, "prepare": flat})
     return prepare_cell_type(PrepareSettings.from_config(config, row, **run), outdir)
+
+
+def prepare_three_peaks(tmp_path: Path, **inputs) -> Path:
+    """prepare on three peaks (two overlapping on chr1, one on chr2), a two-hit scan and clusters
+    A, B, chr2 held out, plus ``inputs`` (the counts source, its options); -> regions.parquet."""
+    peaks = ["chr1\t100\t200", "chr1\t150\t300", "chr2\t0\t50"]
+    hits = ["chr1\t110\t120\tA\t3", "chr2\t5\t9\tB\t2"]
+    prepare_with(
+        tmp_path / "out",
+        cell_type=inputs.pop("cell_type", "T"),
+        peaks=_write_lines(tmp_path / "peaks.bed", peaks),
+        motif_scan=_write_lines(tmp_path / "scan.bed", hits),
+        cluster_names=_write_lines(tmp_path / "clusters.txt", ["A", "B"]),
+        chromosomes=["chr1", "chr2"],
+        window_size=2,
+        max_span=10**9,
+        validation_chromosomes=[],
+        test_chromosomes=["chr2"],
+        **inputs,
+    )
+    return tmp_path / "out" / "regions.parquet"

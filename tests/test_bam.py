@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import prepare_with
+from conftest import prepare_three_peaks
 
 from getdiff.bam import ReadFilter, _count_contig, count_read_insertions, read_filter
 from getdiff.config import validate_config
@@ -241,25 +241,7 @@ def test_barcodes_with_a_bam_are_an_error(tmp_path, bam, write_lines):
         load_peaks(peaks, counts_file=bam, barcodes=np.array(["AAA"]), read_filter=default_filter())
 
 
-def test_prepare_takes_accessibility_from_a_bam_with_the_configured_filters(
-    tmp_path, write_lines, bam
-):
-    peaks = write_lines(tmp_path / "peaks.bed", ["chr1\t100\t200", "chr1\t150\t300", "chr2\t0\t50"])
-    scan = write_lines(tmp_path / "scan.bed", ["chr1\t110\t120\tA\t3", "chr2\t5\t9\tB\t2"])
-    clusters = write_lines(tmp_path / "clusters.txt", ["A", "B"])
-    prepare_with(
-        tmp_path / "out",
-        cell_type="T",
-        peaks=peaks,
-        counts_file=bam,
-        motif_scan=scan,
-        cluster_names=clusters,
-        chromosomes=["chr1", "chr2"],
-        window_size=2,
-        max_span=10**9,
-        validation_chromosomes=[],
-        test_chromosomes=["chr2"],
-        bam={"drop_duplicates": False},
-    )
-    meta = load_regions(tmp_path / "out" / "regions.parquet").attrs["getdiff"]
+def test_prepare_takes_accessibility_from_a_bam_with_the_configured_filters(tmp_path, bam):
+    regions = prepare_three_peaks(tmp_path, counts_file=bam, bam={"drop_duplicates": False})
+    meta = load_regions(regions).attrs["getdiff"]
     assert meta["scaling"]["accessibility"]["total_counts"] == sum(EXPECTED) + 1

@@ -8,7 +8,7 @@ import gzip
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import prepare_with
+from conftest import prepare_three_peaks
 
 import getdiff.fragments as fragments
 from getdiff.errors import InputError
@@ -117,27 +117,16 @@ def test_a_malformed_fragment_line_is_an_error_naming_the_file(tmp_path, write_l
 
 
 def test_prepare_takes_accessibility_from_a_fragments_file(tmp_path, write_lines):
-    peaks = write_lines(tmp_path / "peaks.bed", ["chr1\t100\t200", "chr1\t150\t300", "chr2\t0\t50"])
-    scan = write_lines(tmp_path / "scan.bed", ["chr1\t110\t120\tA\t3", "chr2\t5\t9\tB\t2"])
-    clusters = write_lines(tmp_path / "clusters.txt", ["A", "B"])
     fragments_file = write_lines(tmp_path / "fragments.tsv", FRAGMENTS)
     groups = write_lines(tmp_path / "groups.tsv", ["AAA\tT1", "BBB\tT2", "CCC\tT2"])
-    prepare_with(
-        tmp_path / "out",
+    path = prepare_three_peaks(
+        tmp_path,
         cell_type="T2",
-        peaks=peaks,
         counts_file=fragments_file,
         barcodes=groups,
-        motif_scan=scan,
-        cluster_names=clusters,
-        chromosomes=["chr1", "chr2"],
-        window_size=2,
-        max_span=10**9,
-        validation_chromosomes=[],
-        test_chromosomes=["chr2"],
         drop_zero_accessibility=False,
     )
-    regions = load_regions(tmp_path / "out" / "regions.parquet")
+    regions = load_regions(path)
     # counts 2, 2, 2 -> equal log-CPM -> every normalised accessibility is 1
     np.testing.assert_allclose(regions["accessibility"].to_numpy(), 1.0)
     meta = regions.attrs["getdiff"]
