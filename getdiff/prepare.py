@@ -30,7 +30,6 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -304,14 +303,15 @@ def prepare_cell_type(settings: PrepareSettings, outdir: str | Path) -> dict[str
         section["chromosomes"], section["validation_chromosomes"], section["test_chromosomes"]
     )
     regions, features, meta = region_features(settings)
-    layouts = split_layouts(regions, settings, split_chroms)
     paths = output_paths(outdir)
     meta["prepare_id"] = uuid.uuid4().hex
     # Every file goes to a temporary name first; all are renamed together once all are written,
-    # the manifest (which readers check every file against) last.
-    with exclusive(outdir, "prepare"), output_set(paths) as tmp:
-        writes = [partial(write_region_table, tmp["regions"], regions, features, meta)]
-        for split, layout in layouts.items():
+    # the manifest (which readers check every file against) last. Parquet encoding releases the
+    # GIL: two files at a time use both cores of a workstation job (prepare's rule asks for 2
+    # threads), and regions.parquet is written while the windows are laid out.
+    with exclusive(outdir, "prepare"), output_set(paths) as tmp, ThreadPoolExecutor(2) as pool:
+        writes = [pool.submit(write_region_table, tmp["regions"], regions, features, meta)]
+        for split, layout in split_layouts(regions, settings, split_chroms).items():
             chroms = sorted(pd.unique(regions["chrom"].iloc[layout.rows]), key=natural_chrom_key)
             split_meta = {
                 **meta,
@@ -324,7 +324,7 @@ def prepare_cell_type(settings: PrepareSettings, outdir: str | Path) -> dict[str
                 **settings.window_params,
             }
             writes.append(
-                partial(
+                pool.submit(
                     write_window_set,
                     tmp[split],
                     regions,
@@ -335,11 +335,8 @@ def prepare_cell_type(settings: PrepareSettings, outdir: str | Path) -> dict[str
                     rows=layout.rows,
                 )
             )
-        # Parquet encoding releases the GIL: two files at a time use both cores of a workstation
-        # job (prepare's rule asks for 2 threads).
-        with ThreadPoolExecutor(2) as pool:
-            for done in [pool.submit(write) for write in writes]:
-                done.result()
+        for write in writes:
+            write.result()
         files = {path.name: tmp[key] for key, path in paths.items() if key != MANIFEST}
         info = {
             "cell_type": settings.cell_type,

@@ -297,7 +297,8 @@ def test_files_from_a_feature_matrix_in_many_row_groups_equal_the_dense_ones(tmp
 
     import getdiff.tensors as tensors
 
-    monkeypatch.setattr(tensors, "ROW_GROUP", 4)
+    monkeypatch.setattr(tensors, "REGION_ROW_GROUP", 4)
+    monkeypatch.setattr(tensors, "WINDOW_ROW_GROUP", 3)
     features, dense = sparse_example(11)
     regions = regions_on([("chr1", 11)])
     rows = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
@@ -307,6 +308,7 @@ def test_files_from_a_feature_matrix_in_many_row_groups_equal_the_dense_ones(tmp
         base_meta(), rows=rows,
     )  # fmt: skip
     assert pq.ParquetFile(tmp_path / "regions.parquet").num_row_groups == 3
+    assert pq.ParquetFile(tmp_path / "windows.parquet").num_row_groups == 4
     np.testing.assert_array_equal(
         region_features(load_regions(tmp_path / "regions.parquet")), dense
     )
