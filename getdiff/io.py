@@ -10,7 +10,8 @@ in one go with termination signals (SIGTERM, SIGINT, SIGHUP) deferred, so a sign
 complete set or the new one. The CLI runs every command under :func:`termination_raises`,
 which turns those signals into :class:`Terminated` (temporary files are then removed on the way
 out).
-:func:`exclusive` refuses a second writer into an output directory.
+:func:`exclusive` refuses a second writer into an output directory. :class:`ReadAhead` reads an
+input in a background thread while the caller works on what came before.
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ import fcntl
 import gzip
 import io
 import os
+import queue
 import shutil
 import signal
 import stat
 import tempfile
+import threading
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Generic, TypeVar
 
 from getdiff.errors import GetdiffError, InputError
 
 GZIP_MAGIC = b"\x1f\x8b"
+T = TypeVar("T")
 
 
 def check_regular_file(path: str | Path) -> None:
@@ -270,3 +274,70 @@ def exclusive(directory: str | Path, command: str) -> Iterator[None]:
         finally:
             lock.unlink(missing_ok=True)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ReadAhead(Generic[T]):
+    """The items of ``produce()``, made by a background thread up to ``depth`` ahead of the
+    reader: a parser that releases the GIL (pyarrow's) then runs while the caller works.
+
+    Iterate once; the producer's exception is raised where the reader gets to it. ``close()``
+    (or leaving the ``with`` block) stops the producer after its current item.
+    """
+
+    def __init__(self, produce: Callable[[], Iterator[T]], depth: int = 1) -> None:
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True)
+        self._thread.start()
+
+    def _run(self, produce: Callable[[], Iterator[T]]) -> None:
+        try:
+            items = produce()
+            try:
+                for item in items:
+                    if not self._put(("item", item)):
+                        return
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as err:  # handed to the reader, who raises it
+            self._put(("error", err))
+            return
+        self._put(("end", None))
+
+    def _put(self, entry: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            try:
+                kind, value = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if self._thread.is_alive():
+                    continue
+                raise RuntimeError("read after close() or after the end") from None
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+    def __enter__(self) -> ReadAhead[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -36,6 +36,7 @@ names that are no known cluster are an error listing the closest names, or dropp
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import logging
@@ -50,7 +51,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from getdiff.errors import InputError, raise_first_bad_line
+from getdiff.errors import GetdiffError, InputError, raise_first_bad_line
 from getdiff.intervals import (
     CATEGORY,
     COORDINATE,
@@ -67,7 +68,7 @@ from getdiff.intervals import (
     overlap_pairs,
     read_bed_columns,
 )
-from getdiff.io import is_gzipped, open_text, reading
+from getdiff.io import ReadAhead, is_gzipped, open_text, reading
 
 log = logging.getLogger(__name__)
 
@@ -521,6 +522,26 @@ def _check_coverage(
         )
 
 
+@contextlib.contextmanager
+def scan_read_ahead(
+    scan: str | Path, chunk_lines: int = 1_000_000, use_index: bool | None = None
+) -> Iterator[ReadAhead[_Hits] | None]:
+    """The scan's chunks parsed by a background thread from now on, for
+    :func:`aggregate_motif_scores` ``ahead``: pyarrow's parser releases the GIL, so the scan is
+    parsed while the peaks load. None when the scan would not be streamed (tabix, or not a
+    readable file: :func:`aggregate_motif_scores` then says why, after the peaks' errors)."""
+    scan = Path(scan)
+    try:
+        streamed = scan.is_file() and not (use_index or _reads_by_index(scan, use_index))
+    except GetdiffError:
+        streamed = False
+    if not streamed:
+        yield None
+        return
+    with ReadAhead(partial(_arrow_chunks, scan, chunk_lines)) as ahead:
+        yield ahead
+
+
 def aggregate_motif_scores(
     scan: str | Path,
     peaks: pd.DataFrame,
@@ -531,11 +552,14 @@ def aggregate_motif_scores(
     unknown_clusters: str = "error",
     chunk_lines: int = 1_000_000,
     use_index: bool | None = None,
+    ahead: ReadAhead[_Hits] | None = None,
 ) -> tuple[sparse.csr_array, dict[str, int]]:
     """Per-peak, per-cluster sum of overlapping hit scores (see the module docstring).
 
     ``use_index``: None = query by region when :func:`scan_has_index` and the scan is larger
     than ``INDEX_MIN_BYTES``, True = query by region (index required), False = stream.
+    ``ahead``: the scan's chunks from :func:`scan_read_ahead` with the same ``chunk_lines`` and
+    ``use_index``, already being parsed.
     """
     scan = Path(scan)
     if not scan.exists() and not scan.is_symlink():  # a symlink loop: reading says so
@@ -553,14 +577,18 @@ def aggregate_motif_scores(
         log.info("reading motif scan %s by tabix query of the peak regions", scan)
         return _sum_chunks(scan, _indexed_chunks(scan, index, contigs), shape, index, checked)
     log.info("streaming motif scan %s", scan)
+    # The next block is parsed while this one is summed.
+    chunks = ahead or ReadAhead(partial(_arrow_chunks, scan, chunk_lines))
     try:
-        sums, stats = _sum_chunks(scan, _arrow_chunks(scan, chunk_lines), shape, index, resolver())
+        sums, stats = _sum_chunks(scan, iter(chunks), shape, index, resolver())
     except IrregularText as why:
         log.info("%s: reading it line by line (%s)", scan, why)
     except InputError:
         pass  # read again line by line, so the error names its line
     else:
         return sums, stats
+    finally:
+        chunks.close()
     sums, stats = _sum_chunks(scan, _stream_chunks(scan, chunk_lines), shape, index, resolver())
     if stats["scan_records"] == 0:
         raise InputError(scan, "no motif hits found: the file is empty or holds only header lines")
@@ -573,4 +601,5 @@ __all__ = [
     "load_cluster_names",
     "load_motif_mapping",
     "scan_has_index",
+    "scan_read_ahead",
 ]
