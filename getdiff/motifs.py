@@ -46,10 +46,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from getdiff.errors import GetdiffError, InputError, raise_first_bad_line
 from getdiff.intervals import (
@@ -69,6 +69,9 @@ from getdiff.intervals import (
     read_bed_columns,
 )
 from getdiff.io import ReadAhead, is_gzipped, open_text, reading
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 log = logging.getLogger(__name__)
 
@@ -440,6 +443,8 @@ def _add_pairs(
 ) -> sparse.csr_array:
     """``sums`` plus the scores of ``pairs``, summed per (peak, cluster) by scipy's COO -> CSR
     (float32 sums, as GET's features are float32)."""
+    from scipy import sparse
+
     old = sums.tocoo()
     peak = np.concatenate([old.coords[0], *(p[0] for p in pairs)])
     cluster = np.concatenate([old.coords[1], *(p[1] for p in pairs)])
@@ -461,6 +466,9 @@ def _sum_chunks(
         "hits_unknown_cluster_dropped": 0,
         "hits_on_chromosomes_without_peaks": 0,
     }
+    # scipy.sparse takes 0.1 s to import: imported here, it loads while the scan is parsed.
+    from scipy import sparse
+
     sums = sparse.csr_array(shape, dtype=np.float32)
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     began = logged = time.perf_counter()
