@@ -293,16 +293,6 @@ REGION_ROW_GROUP = 16_384
 WINDOW_ROW_GROUP = 8_192
 
 
-def _coordinate_arrays(regions: pd.DataFrame) -> dict[str, pa.Array]:
-    return {
-        "chrom": pa.array(regions["chrom"].astype(str).to_numpy(), pa.string()),
-        "start": pa.array(regions["start"].to_numpy(np.int64)),
-        "end": pa.array(regions["end"].to_numpy(np.int64)),
-        "name": pa.array(regions["name"].astype(str).to_numpy(), pa.string()),
-        "region_id": pa.array(regions["region_id"].to_numpy(np.int64)),
-    }
-
-
 def _dense_rows(
     features: FeatureMatrix | np.ndarray,
     rows: slice | np.ndarray,
@@ -326,6 +316,18 @@ _COORDINATE_FIELDS = [
 ]  # the types of COORDINATE_COLUMNS
 
 
+def _coordinate_table(regions: pd.DataFrame) -> pa.Table:
+    """The coordinate columns in Arrow, converted once per file: per row group, through Python
+    strings, they took a fifth of the write."""
+    columns = []
+    for field_ in _COORDINATE_FIELDS:
+        values = regions[field_.name]
+        if pa.types.is_string(field_.type) and not isinstance(values.dtype, pd.StringDtype):
+            values = values.astype(str)
+        columns.append(pa.array(values).cast(field_.type))
+    return pa.Table.from_arrays(columns, schema=pa.schema(_COORDINATE_FIELDS))
+
+
 def _write_groups(
     path: str | Path, schema: pa.Schema, tables: Iterator[pa.Table], **options: Any
 ) -> None:
@@ -344,11 +346,12 @@ def _region_tables(
 
     Each group's features are filled into one buffer, reused once the writer has encoded the
     group before: fresh pages cost more than filling them (a page fault each)."""
+    coordinates = _coordinate_table(regions)
     buffer = np.empty(REGION_ROW_GROUP * features.shape[1], np.float32)
     for first in range(0, max(len(regions), 1), REGION_ROW_GROUP):
         rows = slice(first, first + REGION_ROW_GROUP)
         columns = _dense_rows(features, rows, by_feature=True, out=buffer)
-        arrays = list(_coordinate_arrays(regions.iloc[rows]).values())
+        arrays = coordinates.slice(first, REGION_ROW_GROUP).columns
         yield pa.table(arrays + list(columns), schema=schema)
 
 
@@ -358,11 +361,12 @@ def _window_tables(
     """A window file's row groups: the selected rows' coordinates, then their features list
     (filled into one reused buffer, as in :func:`_region_tables`)."""
     features_type = schema.field("features").type
+    coordinates = _coordinate_table(regions)
     buffer = np.empty(WINDOW_ROW_GROUP * features_type.list_size, np.float32)
     for first in range(0, max(len(rows), 1), WINDOW_ROW_GROUP):
         part = rows[first : first + WINDOW_ROW_GROUP]
         flat = pa.array(_dense_rows(features, part, out=buffer).reshape(-1))
-        arrays = list(_coordinate_arrays(regions.iloc[part]).values())
+        arrays = coordinates.take(pa.array(part, pa.int64())).columns
         arrays.append(pa.FixedSizeListArray.from_arrays(flat, type=features_type))
         yield pa.table(arrays, schema=schema)
 
