@@ -85,6 +85,9 @@ _MAX_BLOCK_BYTES = 16 << 20
 # (peak, cluster, score) pairs gathered (12 bytes each) before scipy sums them: each sum costs
 # O(pairs + sums so far), so a large batch keeps a 10M-hit scan to one or two.
 _PENDING_PAIRS = 8_000_000
+# Chunks the reading thread may hold ready: about one 16 MiB block's worth of parsed batches, so
+# it converts a whole block while the peaks load instead of one batch per batch summed.
+_AHEAD = 8
 # Features are float32: a larger score (or sum, checked after summing) would be inf.
 MAX_SCORE = float(np.finfo(np.float32).max)
 
@@ -546,7 +549,7 @@ def scan_read_ahead(
     if not streamed:
         yield None
         return
-    with ReadAhead(partial(_arrow_chunks, scan, chunk_lines)) as ahead:
+    with ReadAhead(partial(_arrow_chunks, scan, chunk_lines), _AHEAD) as ahead:
         yield ahead
 
 
@@ -586,7 +589,7 @@ def aggregate_motif_scores(
         return _sum_chunks(scan, _indexed_chunks(scan, index, contigs), shape, index, checked)
     log.info("streaming motif scan %s", scan)
     # The next block is parsed while this one is summed.
-    chunks = ahead or ReadAhead(partial(_arrow_chunks, scan, chunk_lines))
+    chunks = ahead or ReadAhead(partial(_arrow_chunks, scan, chunk_lines), _AHEAD)
     try:
         sums, stats = _sum_chunks(scan, iter(chunks), shape, index, resolver())
     except IrregularText as why:
