@@ -20,7 +20,10 @@ read, hits used, hits skipped per reason) for the metadata.
 Reading. The scan goes through pyarrow's CSV reader (:func:`getdiff.intervals.read_bed_columns`)
 when it is in the clean form that reader takes; otherwise, or when a value fails a check, it is
 read again by pandas, chunk by chunk, which accepts the rest of the format above and names the
-line of an error. Each chunk's overlapping (peak, hit) pairs are found by binary search
+line of an error. The fast reader runs in a background thread (:class:`getdiff.io.ReadAhead`;
+pyarrow releases the GIL), parsing the next blocks while earlier ones are summed, or the whole
+scan while the peaks load (:func:`scan_read_ahead`). Each chunk's overlapping (peak, hit) pairs are
+found by binary search
 (:func:`getdiff.intervals.overlap_pairs`) and summed per (peak, cluster) by scipy's COO -> CSR.
 Memory is bounded by the sums plus a few blocks of the scan, never by the scan's size. With a
 bgzipped scan larger than 1 GiB, a ``.tbi`` index beside it and pysam importable, only the peaks'

@@ -12,6 +12,8 @@ writes, only once every input has been read and checked (nothing is written on e
   the id, and readers refuse a file the manifest does not list (a mixed or unfinished folder).
 
 A lock (``DIR/.getdiff.lock``) refuses a second prepare into the same folder while one runs.
+Two threads are used: the scan is parsed while the peaks load, and two files are written at a
+time (the rule asks for ``threads: 2``).
 
 The formats are in ``docs/DATA_CONTRACT.md``; :mod:`getdiff.tensors` reads them. Splits are by
 chromosome: validation and test chromosomes from the config, training = the other selected ones.
@@ -25,6 +27,7 @@ import difflib
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -35,11 +38,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from getdiff import __version__
 from getdiff.bam import read_filter
 from getdiff.config import add_config_arguments, config_from_args, load_cell_types, load_config
-from getdiff.errors import ConfigError, InputError
+from getdiff.errors import ConfigError, GetdiffError, InputError
 from getdiff.fragments import read_barcodes
 from getdiff.intervals import check_match_rate
 from getdiff.io import exclusive, output_set
@@ -310,8 +314,12 @@ def split_layouts(
     return layouts
 
 
-def prepare_cell_type(settings: PrepareSettings, outdir: str | Path) -> dict[str, Path]:
-    """Run the prepare stage for one cell type; returns the written paths (see module docstring)."""
+def prepare_cell_type(
+    settings: PrepareSettings, outdir: str | Path, writers: int = 2
+) -> dict[str, Path]:
+    """Run the prepare stage for one cell type; returns the written paths (see module docstring).
+
+    ``writers``: Parquet files written at a time (1-4)."""
     began = time.perf_counter()
     section = settings.section
     split_chroms = _split_chromosomes(
@@ -322,9 +330,9 @@ def prepare_cell_type(settings: PrepareSettings, outdir: str | Path) -> dict[str
     meta["prepare_id"] = uuid.uuid4().hex
     # Every file goes to a temporary name first; all are renamed together once all are written,
     # the manifest (which readers check every file against) last. Parquet encoding releases the
-    # GIL: two files at a time use both cores of a workstation job (prepare's rule asks for 2
-    # threads), and regions.parquet is written while the windows are laid out.
-    with exclusive(outdir, "prepare"), output_set(paths) as tmp, ThreadPoolExecutor(2) as pool:
+    # GIL, so files are written in parallel, regions.parquet while the windows are laid out.
+    pool = ThreadPoolExecutor(max(1, min(writers, 4)))
+    with exclusive(outdir, "prepare"), output_set(paths) as tmp, pool:
         writes = [pool.submit(write_region_table, tmp["regions"], regions, features, meta)]
         for split, layout in split_layouts(regions, settings, split_chroms).items():
             chroms = sorted(pd.unique(regions["chrom"].iloc[layout.rows]), key=natural_chrom_key)
@@ -369,7 +377,7 @@ def prepare_cell_type(settings: PrepareSettings, outdir: str | Path) -> dict[str
 
 
 def prepare_from_config(
-    config: dict[str, Any] | str | Path, cell_type: str, outdir: str | Path
+    config: dict[str, Any] | str | Path, cell_type: str, outdir: str | Path, writers: int = 2
 ) -> dict[str, Path]:
     """Run :func:`prepare_cell_type` with a config (validated dict or YAML path) and its sheet."""
     if not isinstance(config, dict):
@@ -380,11 +388,19 @@ def prepare_from_config(
             f"{config['cell_types']}: no cell type {cell_type!r}; known: {list(sheet.index)}"
         )
     row = sheet.loc[cell_type].to_dict()
-    return prepare_cell_type(PrepareSettings.from_config(config, row), outdir)
+    return prepare_cell_type(PrepareSettings.from_config(config, row), outdir, writers)
 
 
 def run(args: argparse.Namespace) -> None:
-    prepare_from_config(config_from_args(args), args.cell_type, args.outdir)
+    threads = args.threads
+    if threads is not None:
+        if threads < 1:
+            raise GetdiffError(f"--threads must be >= 1, got {threads}")
+        # pyarrow's pool (text parsing, Parquet) otherwise takes every core of the machine, not
+        # the rule's share of it.
+        pa.set_cpu_count(threads)
+    writers = threads if threads is not None else len(os.sched_getaffinity(0))
+    prepare_from_config(config_from_args(args), args.cell_type, args.outdir, writers)
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -396,6 +412,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(parser)
     parser.add_argument("--cell-type", required=True, help="a cell_type of the cell-type sheet")
     parser.add_argument("--outdir", required=True, help="directory receiving the Parquet files")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for parsing and writing (default: every CPU this process may use)",
+    )
     parser.set_defaults(func=run)
 
 

@@ -298,3 +298,22 @@ def test_a_test_chromosome_outside_the_selected_ones_is_an_error_not_a_leak(toy)
     with pytest.raises(ConfigError, match=r"prepare.test_chromosomes.*\['11'\].*closest: chr1"):
         prepare_with(**{**toy, "test_chromosomes": ["11"]})
     assert not toy["outdir"].exists()
+
+
+def test_cli_threads_bound_the_work_and_give_the_same_files(tmp_path, toy, capsys, monkeypatch):
+    import pyarrow as pa
+
+    monkeypatch.setattr(pa, "set_cpu_count", lambda n: calls.append(n))
+    calls: list[int] = []
+    config_path, _ = write_config(tmp_path, toy)
+    args = ["prepare", "--config", str(config_path), "--cell-type", "toy", "--outdir"]
+    assert main([*args, str(tmp_path / "one"), "--threads", "1"]) == 0
+    assert main([*args, str(tmp_path / "four"), "--threads", "4"]) == 0
+    pd.testing.assert_frame_equal(
+        load_regions(tmp_path / "one" / "regions.parquet"),
+        load_regions(tmp_path / "four" / "regions.parquet"),
+    )
+    assert calls == [1, 4]
+    assert main([*args, str(tmp_path / "none"), "--threads", "0"]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

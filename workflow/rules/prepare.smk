@@ -25,4 +25,4 @@ rule prepare:
         config=stage_config_json(config, "prepare"),
         outdir=lambda wildcards, output: Path(output.regions).parent,
     shell:
-        "{params.getdiff} prepare --config-json {params.config:q} --cell-type {wildcards.cell_type} --outdir {params.outdir} > {log} 2>&1"
+        "{params.getdiff} prepare --config-json {params.config:q} --cell-type {wildcards.cell_type} --outdir {params.outdir} --threads {threads} > {log} 2>&1"
