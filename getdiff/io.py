@@ -27,6 +27,7 @@ import signal
 import stat
 import tempfile
 import threading
+import weakref
 import zlib
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
@@ -277,59 +278,45 @@ def exclusive(directory: str | Path, command: str) -> Iterator[None]:
 
 
 class ReadAhead(Generic[T]):
-    """The items of ``produce()``, made by a background thread up to ``depth`` ahead of the
-    reader: a parser that releases the GIL (pyarrow's) then runs while the caller works.
+    """The items of ``produce()``, made by a background thread up to ``depth`` (>= 1) ahead of
+    the reader: a parser that releases the GIL (pyarrow's) then runs while the caller works.
 
     Iterate once; the producer's exception is raised where the reader gets to it. ``close()``
-    (or leaving the ``with`` block) stops the producer after its current item.
+    (or leaving the ``with`` block, or dropping the object) stops the producer after its current
+    item; reading after ``close()`` is a RuntimeError.
     """
 
     def __init__(self, produce: Callable[[], Iterator[T]], depth: int = 1) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True)
+        self._closed = False
+        # The thread holds the queue and the event, not this object, so an unclosed ReadAhead
+        # can still be collected; its finaliser then stops the thread.
+        self._thread = threading.Thread(
+            target=_produce_into, args=(produce, self._queue, self._stop), daemon=True
+        )
         self._thread.start()
-
-    def _run(self, produce: Callable[[], Iterator[T]]) -> None:
-        try:
-            items = produce()
-            try:
-                for item in items:
-                    if not self._put(("item", item)):
-                        return
-            finally:
-                close = getattr(items, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as err:  # handed to the reader, who raises it
-            self._put(("error", err))
-            return
-        self._put(("end", None))
-
-    def _put(self, entry: tuple[str, Any]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+        weakref.finalize(self, self._stop.set)
 
     def __iter__(self) -> Iterator[T]:
-        while True:
+        while not self._closed:
             try:
                 kind, value = self._queue.get(timeout=0.05)
             except queue.Empty:
                 if self._thread.is_alive():
                     continue
-                raise RuntimeError("read after close() or after the end") from None
+                break
             if kind == "end":
                 return
             if kind == "error":
                 raise value
             yield value
+        raise RuntimeError("ReadAhead read after close() or after its end")
 
     def close(self) -> None:
+        self._closed = True
         self._stop.set()
         while self._thread.is_alive():
             with contextlib.suppress(queue.Empty):
@@ -341,3 +328,34 @@ class ReadAhead(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _produce_into(
+    produce: Callable[[], Iterator[T]], items: queue.Queue, stop: threading.Event
+) -> None:
+    """:class:`ReadAhead`'s thread: ``produce()``'s items, then its error or its end, into
+    ``items`` until ``stop`` is set."""
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        made = produce()
+        try:
+            for item in made:
+                if not put(("item", item)):
+                    return
+        finally:
+            close = getattr(made, "close", None)
+            if close is not None:
+                close()
+    except BaseException as err:  # handed to the reader, who raises it
+        put(("error", err))
+        return
+    put(("end", None))

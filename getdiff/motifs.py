@@ -547,7 +547,7 @@ def scan_read_ahead(
     scan = Path(scan)
     try:
         streamed = scan.is_file() and not (use_index or _reads_by_index(scan, use_index))
-    except GetdiffError:
+    except (GetdiffError, OSError):  # e.g. a name too long: said in turn, after the peaks
         streamed = False
     if not streamed:
         yield None

@@ -103,3 +103,35 @@ def test_a_scan_read_ahead_that_meets_a_bad_line_falls_back_and_names_it(tmp_pat
 def test_no_read_ahead_for_a_missing_scan_so_its_error_comes_in_order(tmp_path):
     with scan_read_ahead(tmp_path / "absent.bed") as ahead:
         assert ahead is None
+
+
+def test_depth_must_be_positive():
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        ReadAhead(lambda: iter(()), depth=0)
+
+
+def test_reading_after_close_is_an_error_even_when_the_producer_had_finished():
+    ahead = ReadAhead(lambda: iter(range(3)), depth=8)
+    time.sleep(0.2)
+    ahead.close()
+    with pytest.raises(RuntimeError, match="after close"):
+        list(ahead)
+
+
+def test_a_dropped_read_ahead_stops_its_thread():
+    import gc
+
+    before = threading.active_count()
+    ahead = ReadAhead(lambda: iter(range(10**9)))
+    next(iter(ahead))
+    del ahead
+    gc.collect()
+    deadline = time.perf_counter() + 5
+    while threading.active_count() > before and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    assert threading.active_count() == before
+
+
+def test_no_read_ahead_for_a_scan_name_the_system_refuses(tmp_path):
+    with scan_read_ahead(tmp_path / ("x" * 300 + ".bed")) as ahead:
+        assert ahead is None
