@@ -281,20 +281,21 @@ def _text_blocks(
         while chunk := source.read(block_bytes):
             data = rest + chunk
             cut = data.rfind(b"\n") + 1
-            block, rest = data[:cut], data[cut:]
-            if block:
-                yield _utf8(block)
+            if cut:
+                yield _utf8(data, cut)
+            rest = data[cut:]
             if block_bytes is None:
                 break
         if rest:
-            yield _utf8(rest)
+            yield _utf8(rest, len(rest))
 
 
-def _utf8(data: bytes) -> pa.Buffer:
-    """``data`` as a pyarrow buffer; UnicodeDecodeError if it is not UTF-8."""
+def _utf8(data: bytes, end: int) -> pa.Buffer:
+    """``data[:end]`` as a pyarrow buffer, without copying it; UnicodeDecodeError if it is not
+    UTF-8 (the rest of ``data`` may end inside a character)."""
     if not data.isascii():
-        data.decode("utf-8")
-    return pa.py_buffer(data)
+        str(memoryview(data)[:end], "utf-8")
+    return pa.py_buffer(data).slice(0, end)
 
 
 def _arrow_blocks(

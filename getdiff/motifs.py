@@ -82,8 +82,8 @@ DEFAULT_CLUSTER_NAMES = Path(__file__).parent / "data" / "cluster_names.txt"
 INDEX_MIN_BYTES = 1 << 30  # smaller scans are streamed even when indexed (faster)
 _SCAN_COLUMNS = "5 columns: chrom start end name score"
 _BYTES_PER_LINE = 40  # of a typical scan line: chunk_lines -> the fast reader's block size
-# Text per block of a scan too large to parse whole: one block is in memory at a time (the
-# 10M-hit bench prepares in 5.0 s and 520 MiB with 16 MiB blocks, 5.0-6.3 s and 500 MiB with 4).
+# Text per block of a scan too large to parse whole. Memory holds about two blocks (the one being
+# summed, one parsed ahead): the 10M-hit bench prepares in 3.5-3.8 s and 554-576 MiB.
 _MAX_BLOCK_BYTES = 16 << 20
 # (peak, cluster, score) pairs gathered (12 bytes each) before scipy sums them: each sum costs
 # O(pairs + sums so far), so a large batch keeps a 10M-hit scan to one or two.
@@ -552,8 +552,13 @@ def scan_read_ahead(
     if not streamed:
         yield None
         return
-    with ReadAhead(partial(_arrow_chunks, scan, chunk_lines), _AHEAD) as ahead:
+    with _read_ahead(scan, chunk_lines) as ahead:
         yield ahead
+
+
+def _read_ahead(scan: Path, chunk_lines: int) -> ReadAhead[_Hits]:
+    """The fast reader's chunks of the scan, parsed by a background thread."""
+    return ReadAhead(partial(_arrow_chunks, scan, chunk_lines), _AHEAD)
 
 
 def aggregate_motif_scores(
@@ -592,7 +597,7 @@ def aggregate_motif_scores(
         return _sum_chunks(scan, _indexed_chunks(scan, index, contigs), shape, index, checked)
     log.info("streaming motif scan %s", scan)
     # The next block is parsed while this one is summed.
-    chunks = ahead or ReadAhead(partial(_arrow_chunks, scan, chunk_lines), _AHEAD)
+    chunks = _read_ahead(scan, chunk_lines) if ahead is None else ahead
     try:
         sums, stats = _sum_chunks(scan, iter(chunks), shape, index, resolver())
     except IrregularText as why:

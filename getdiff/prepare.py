@@ -12,8 +12,8 @@ writes, only once every input has been read and checked (nothing is written on e
   the id, and readers refuse a file the manifest does not list (a mixed or unfinished folder).
 
 A lock (``DIR/.getdiff.lock``) refuses a second prepare into the same folder while one runs.
-Two threads are used: the scan is parsed while the peaks load, and two files are written at a
-time (the rule asks for ``threads: 2``).
+The scan is parsed by a second thread while the peaks load, and up to four files are written at
+a time; ``--threads`` (the rule passes its ``threads``) bounds pyarrow's pool and the writers.
 
 The formats are in ``docs/DATA_CONTRACT.md``; :mod:`getdiff.tensors` reads them. Splits are by
 chromosome: validation and test chromosomes from the config, training = the other selected ones.

@@ -60,7 +60,16 @@ def windows_path(prepared_dir: str | Path, cell_type: str, split: str) -> Path:
 
 
 CPM_SCALE = 1e5  # GET's "CPM" uses 1e5, not 1e6
-COORDINATE_COLUMNS = ["chrom", "start", "end", "name", "region_id"]
+# The coordinate columns every prepared file starts with. Every field is non-null (prepare
+# writes no missing value), so the Parquet writer skips definition levels: a fifth of its time.
+_COORDINATE_FIELDS = [
+    pa.field("chrom", pa.string(), nullable=False),
+    pa.field("start", pa.int64(), nullable=False),
+    pa.field("end", pa.int64(), nullable=False),
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("region_id", pa.int64(), nullable=False),
+]
+COORDINATE_COLUMNS = [field_.name for field_ in _COORDINATE_FIELDS]
 REGIONS_FORMAT = "getdiff.regions/1"
 WINDOWS_FORMAT = "getdiff.windows/1"
 _REQUIRED = {
@@ -303,17 +312,6 @@ def _dense_rows(
         return features.dense(rows, by_feature, out)
     block = np.asarray(features[rows], dtype=np.float32)
     return np.ascontiguousarray(block.T if by_feature else block)
-
-
-# Every field is non-null (prepare writes no missing value), so the Parquet writer skips
-# definition levels: a fifth of its time.
-_COORDINATE_FIELDS = [
-    pa.field("chrom", pa.string(), nullable=False),
-    pa.field("start", pa.int64(), nullable=False),
-    pa.field("end", pa.int64(), nullable=False),
-    pa.field("name", pa.string(), nullable=False),
-    pa.field("region_id", pa.int64(), nullable=False),
-]  # the types of COORDINATE_COLUMNS
 
 
 def _coordinate_table(regions: pd.DataFrame) -> pa.Table:
