@@ -24,7 +24,8 @@ demo: venv
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 	@echo
 	@echo "Done. Metrics:     results/evaluate/*/metrics.json (+ metrics_per_feature.tsv, plots/)"
-	@echo "      Imputations: results/impute/*/*.parquet"
+	@echo "      Imputations: results/impute/*/*.parquet (+ .h5ad for scanpy/anndata)"
+	@echo "      Tracks:      results/tracks/*/*.bw (IGV, UCSC), locus views results/tracks/*/loci/"
 	@echo "      Report:      results/report.html"
 
 # The accessibility task with genomic positions (config/accessibility.yaml), into

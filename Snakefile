@@ -25,8 +25,10 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/scan.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/impute.smk"
+include: "workflow/rules/tracks.smk"
 
 
 rule all:

@@ -4,7 +4,8 @@
     python benchmarks/run_all.py --quick    # seconds; writes benchmarks/out/RESULTS.quick.md
 
 Each benchmark runs in its own child process (``bench_train_step.py``, ``bench_prepare.py``,
-``bench_impute.py``, ``bench_fragments.py``, ``bench_train_knobs.py``; their docstrings say what
+``bench_impute.py``, ``bench_fragments.py``, ``bench_train_knobs.py``, ``bench_scan.py``,
+``bench_tracks.py``; their docstrings say what
 they measure) and prints JSON; this script collects it into Markdown tables with the machine
 (lscpu model, cores), date, command, torch version and the load average before and after (other
 processes skew CPU timings: run it on a quiet machine). Raw JSON goes to
@@ -98,6 +99,8 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
         "fragments": [],
         "knobs": [],
         "scan": [],
+        "tracks": [],
+        "count": [],
     }
     common = ["--threads", threads]
     prepare_dir = ["--outdir", workdir / "prepare"]
@@ -113,6 +116,12 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
             ("fragments", "bench_fragments.py", ["--quick", "--outdir", workdir / "fragments"]),
             ("knobs", "bench_train_knobs.py", ["--quick", *common]),
             ("scan", "bench_scan.py", ["--quick", "--outdir", workdir / "scan"]),
+            ("tracks", "bench_tracks.py", ["--quick"]),
+            (
+                "count",
+                "bench_count.py",
+                ["--quick", "--repeats", 1, "--no-snapatac2", "--outdir", workdir / "count"],
+            ),
         ]
     else:
         jobs = [
@@ -150,6 +159,10 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
         jobs += [("knobs", "bench_train_knobs.py", knobs)]
         scan = ["--peaks", 100_000, "--threads", threads, "--outdir", workdir / "scan"]
         jobs += [("scan", "bench_scan.py", scan)]
+        jobs += [("tracks", "bench_tracks.py", ["--regions", 100_000, "--repeats", 5])]
+        # The fragments benchmark's inputs (same seed) are reused; the 10M-read BAM is cached.
+        count = ["--peaks", 100_000, "--reads", 10**7, "--fragments", 10**7]
+        jobs += [("count", "bench_count.py", [*count, "--outdir", workdir / "fragments"])]
     for section, script, args in jobs:
         if section == "prepare" and not have_bedtools:
             continue
@@ -498,7 +511,57 @@ def render(results: dict, command: str, seconds: float) -> str:
         "",
         *[f"`{r['command']}`  " for r in results.get("scan", [])],
     ]
+    parts += ["", *tracks_section(results.get("tracks", []))]
+    parts += count_section(results.get("count", []))
     return "\n".join(parts)
+
+
+def tracks_section(runs: list[dict]) -> list[str]:
+    """Section 8: bigWig tracks, and the two bigWig libraries compared (issue 27)."""
+    rows = [
+        [
+            f"{r['regions']:,} x {r['tracks']}",
+            f"{r['pieces_per_track']:,}",
+            f"{r['getdiff_seconds']:.2f}",
+            f"{r['files_kib'] / 1024:.1f}",
+            "met" if r["getdiff_seconds"] < 5 else "not met",
+        ]
+        for r in runs
+    ]
+    libraries = [
+        [
+            f"{r['regions']:,}",
+            f"{name} {lib['version']}",
+            f"{lib['seconds_per_track']:.3f}",
+            f"{lib['file_kib'] / 1024:.2f}",
+            f"{lib['installed_kib'] / 1024:.2f}",
+            ", ".join(lib["requires"]) or "none",
+        ]
+        for r in runs
+        for name, lib in r["libraries"].items()
+        if not lib.get("missing")
+    ]
+    return [
+        "## 8. bigWig tracks (`getdiff tracks`)",
+        "",
+        "Reading a synthetic imputation Parquet (23 chromosomes, every 20th peak overlapping the "
+        "next, rows shuffled), cutting overlaps into pieces and writing the observed, imputed, "
+        "lower and upper bigWig files (pyBigWig) as one output set; median of the repeats, "
+        "after a warm-up. Target (issue 27): 100k regions x 4 tracks in under 5 s.",
+        "",
+        _table(["regions x tracks", "pieces per track", "s", "MiB written", "< 5 s"], rows),
+        "",
+        "The libraries on the same pieces of one track: pyBigWig's `addEntries` per chromosome, "
+        "pybigtools' `write` of a tuple iterator. Install weight: the files of the installed "
+        "wheel (its RECORD) and what it requires. getdiff writes with pyBigWig.",
+        "",
+        _table(
+            ["regions", "library", "s per track", "file MiB", "installed MiB", "requires"],
+            libraries,
+        ),
+        "",
+        *[f"`{r['command']}`  " for r in runs],
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -530,6 +593,86 @@ def main(argv: list[str] | None = None) -> None:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(output)
     print(f"wrote {output} ({seconds / 60:.1f} min)")
+
+
+def _ratio_rows(tools: dict) -> list[list[str]]:
+    return [
+        [name, f"{v['median_s']:.2f}", f"{v.get('ratio_vs_getdiff', 1.0):.2f}x"]
+        for name, v in tools.items()
+    ]
+
+
+def count_targets(runs: list[dict]) -> list[str]:
+    """Issue 29: getdiff count at least as fast as featureCounts at -T1 and -T2, and as the
+    fastest fragments peer."""
+    lines = []
+    for run in runs:
+        for t in ("T1", "T2"):
+            peer = run["bam"][t].get(f"featureCounts -{t}")
+            if peer is not None:
+                ratio = peer["ratio_vs_getdiff"]
+                lines.append(
+                    f"- BAM counting >= featureCounts -{t} at {run['peaks']:,} peaks x "
+                    f"{run['bam']['reads']:,} reads (issue 29): "
+                    f"{'met' if ratio >= 1 else 'not met'} — {ratio:.2f}x (paired median)"
+                )
+        tools = run["fragments"]["tools"]
+        peers = {n: v["median_s"] for n, v in tools.items() if not n.startswith("getdiff")}
+        ours = min(v["median_s"] for n, v in tools.items() if n.startswith("getdiff"))
+        if peers:
+            name = min(peers, key=peers.get)
+            lines.append(
+                f"- Fragments counting >= the fastest peer ({name}, {peers[name]:.2f} s) at "
+                f"{run['fragments']['fragments']:,} fragments (issue 29): "
+                f"{'met' if ours <= peers[name] else 'not met'} — getdiff {ours:.2f} s"
+            )
+    return lines
+
+
+def count_section(runs: list[dict]) -> list[str]:
+    """Section 9: getdiff count vs featureCounts, the fragments prototypes and snapATAC2."""
+    parts = ["", "## 9. Counting on its own (`getdiff count`) vs its peers (issue 29)", ""]
+    parts += [
+        "Whole processes; each repeat runs every tool once, in alternating order. `s` = median "
+        "wall time; `ratio` = median over repeats of peer / getdiff of the same repeat and "
+        "thread count (> 1: getdiff faster). featureCounts: `-p -F SAF --read2pos 5 -Q 30 "
+        "--ignoreDup --primary -T N`; its 5' base is unshifted, so its counts are checked equal "
+        "per peak to `getdiff count --no-tn5-shift`, and getdiff's shifted counts against a "
+        "read-by-read pysam count of chr1. Fragments prototypes: gzip decoded by Arrow's zlib or "
+        "by ISA-L, then pyarrow's CSV reader and numpy (`bench_count.py --prototype`). snapATAC2: "
+        "`pp.import_fragments` + `pp.make_peak_matrix(counting_strategy='insertion')` summed over "
+        "cells, in a venv of its own.",
+        "",
+        *count_targets(runs),
+    ]
+    for run in runs:
+        bam, frag = run["bam"], run["fragments"]
+        fc, pysam_check = bam.get("check_featurecounts", {}), bam["check_pysam"]
+        rows = [row for t in ("T1", "T2") for row in _ratio_rows(bam[t])]
+        parts += [
+            "",
+            f"**BAM: {run['peaks']:,} peaks x {bam['reads']:,} reads** ({bam['bam_mib']:.0f} "
+            f"MiB, paired-end 2 x 50 bp, sorted and indexed; median of {run['repeats']}; "
+            f"{bam.get('featurecounts', 'featureCounts not installed')}). Checks: featureCounts "
+            f"= getdiff --no-tn5-shift on all {fc.get('peaks', 0):,} peaks: "
+            f"{fc.get('equal', 'not run')}; shifted counts = pysam read by read on "
+            f"{pysam_check['chrom']} ({pysam_check['peaks']:,} peaks): {pysam_check['equal']}.",
+            "",
+            _table(["tool", "s", "ratio"], rows),
+        ]
+        check = frag["check"]
+        skipped = "" if "snapATAC2" in frag["tools"] else "; snapATAC2 not installed (skipped)"
+        parts += [
+            "",
+            f"**Fragments: {run['peaks']:,} peaks x {frag['fragments']:,} fragments** "
+            f"({frag['file_mib']:.0f} MiB gzip; ratio vs getdiff -T1). Check, insertion sites in "
+            "peaks: " + ", ".join(f"{name} {n:,}" for name, n in check.items()) + f"{skipped}.",
+            "",
+            _table(["tool", "s", "ratio"], _ratio_rows(frag["tools"])),
+            "",
+            f"`{run['command']}`",
+        ]
+    return parts
 
 
 if __name__ == "__main__":

@@ -20,10 +20,15 @@ from getdiff.io import Terminated, termination_raises
 COMMANDS = {
     "demo-data": "demo",
     "scan": "scan",
+    "count": "count",
     "prepare": "prepare",
     "train": "train",
+    "calibrate": "calibrate",
     "evaluate": "evaluate",
     "impute": "impute",
+    "tracks": "tracks",
+    "export-h5ad": "export",
+    "plot-locus": "locus",
 }
 
 
@@ -82,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     """Run the parsed command: its exit status, errors as one line on stderr."""
     try:
+        threads = getattr(args, "threads", None)
+        if threads is not None and threads < 1:  # every command's --threads
+            raise GetdiffError(f"--threads {threads}: expected a whole number >= 1")
         with termination_raises():
             args.func(args)
     except Terminated as err:

@@ -62,8 +62,50 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
             f"{source}: key 'diffusion.beta_end': expected beta_start <= beta_end < 1, got "
             f"{diffusion['beta_start']} and {diffusion['beta_end']}"
         )
+    for section in ("evaluate", "impute"):
+        sampler = resolved[section]
+        if sampler["sampler"] == "ddim" and sampler["ddim_steps"] > diffusion["num_timesteps"]:
+            raise ConfigError(
+                f"{source}: key '{section}.ddim_steps': {sampler['ddim_steps']} steps cannot be "
+                f"taken from diffusion.num_timesteps {diffusion['num_timesteps']}; expected at "
+                "most that many"
+            )
     _resolve_motif_inputs(resolved, source)
     return resolved
+
+
+def _leaves(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of every non-mapping value of a nested mapping."""
+    leaves = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            leaves.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def _schema_default(key: str, schema: dict[str, Any]) -> Any:
+    """The schema's default of a dotted key (None where it has none)."""
+    node: dict[str, Any] = schema
+    for part in key.split("."):
+        node = node.get("properties", {}).get(part, {})
+    return node.get("default")
+
+
+def inherited_values(shipped: dict[str, Any], given: list[dict[str, Any]]) -> list[str]:
+    """``key=value`` for each setting of the workflow's own config file (``shipped``) that
+    none of the user's config files (``given``) sets and that differs from the schema's default:
+    what a user's ``--configfile`` silently inherits when Snakemake merges it over the
+    workflow's config."""
+    schema = _read_schema(CONFIG_SCHEMA)
+    set_by_user = set().union(*(_leaves(g) for g in given)) if given else set()
+    inherited = []
+    for key, value in _leaves(shipped).items():
+        covered = any(key == k or key.startswith(f"{k}.") for k in set_by_user)
+        if not covered and value != _schema_default(key, schema):
+            inherited.append(f"{key}={json.dumps(value)}")
+    return inherited
 
 
 def scan_outputs(config: dict[str, Any]) -> dict[str, str]:

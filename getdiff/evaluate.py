@@ -30,20 +30,28 @@ import torch
 
 from getdiff.baselines import Ridge, neighbour_mean_prediction, window_mean_prediction
 from getdiff.config import add_config_arguments, config_from_args, load_cell_types, train_groups
+from getdiff.conformal import (
+    CALIBRATION_SPLIT,
+    CalibrationSet,
+    context_scale,
+    interval_scores,
+    read_calibration,
+)
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion, complementary_masks
-from getdiff.errors import GetdiffError, InputError
+from getdiff.errors import ConfigError, GetdiffError, InputError
 from getdiff.inference import (
     SamplerSettings,
     cell_type_index,
     check_compatible,
     impute_windows,
+    is_seen,
     region_rows,
 )
 from getdiff.io import exclusive, make_directory, output_set
 from getdiff.metrics import ScoredRegions, centre_by_group, metrics_per_column, pool, score
 from getdiff.model import load_model, model_metadata
-from getdiff.task import model_task, predicted_features
+from getdiff.task import predicted_features, recorded_settings
 from getdiff.tensors import ACCESSIBILITY, WindowSet, load_window_set, windows_path
 
 log = logging.getLogger(__name__)
@@ -85,25 +93,45 @@ def score_regions(
         observed=full[window, position][:, columns],
         predictions={p: v[window, position][:, columns] for p, v in predicted.items()},
         window=window,
+        scale=context_scale(full[..., columns], first_mask)[window, position],
     )
+
+
+def part_columns(features: list[str]) -> dict[str, list[int]]:
+    """Scored parts -> columns of ``features``: accessibility, and motifs/all when predicted."""
+    parts = {}
+    if ACCESSIBILITY in features:
+        parts[ACCESSIBILITY] = [features.index(ACCESSIBILITY)]
+    motifs = [j for j, f in enumerate(features) if f != ACCESSIBILITY]
+    if motifs:
+        parts["motifs"] = motifs
+        parts["all_features"] = list(range(len(features)))
+    return parts
 
 
 def summarise(scored: ScoredRegions) -> dict:
     """{part: {predictor: score}} for accessibility, and motifs/all features when predicted."""
-    parts = {}
-    if ACCESSIBILITY in scored.features:
-        parts[ACCESSIBILITY] = [scored.features.index(ACCESSIBILITY)]
-    motifs = [j for j, f in enumerate(scored.features) if f != ACCESSIBILITY]
-    if motifs:
-        parts["motifs"] = motifs
-        parts["all_features"] = list(range(len(scored.features)))
     return {
         part: {
             name: score(scored.observed[:, cols], pred[:, cols], scored.window)
             for name, pred in scored.predictions.items()
         }
-        for part, cols in parts.items()
+        for part, cols in part_columns(scored.features).items()
     }
+
+
+def add_interval_scores(
+    summary: dict, scored: ScoredRegions, calibrations: CalibrationSet, cell_type: str
+) -> None:
+    """Add each part x predictor score of one cell type's ``summary`` its ``intervals``: the
+    coverage of the calibrated intervals (getdiff.conformal.interval_scores)."""
+    for part, columns in part_columns(scored.features).items():
+        for predictor, predicted in scored.predictions.items():
+            fit = calibrations.of(cell_type, predictor)
+            chosen = fit.select([fit.features.index(scored.features[j]) for j in columns])
+            summary[part][predictor]["intervals"] = interval_scores(
+                scored.observed[:, columns], predicted[:, columns], scored.scale[:, columns], chosen
+            )
 
 
 def per_feature_rows(label: str, scored: ScoredRegions) -> list[dict]:
@@ -151,40 +179,52 @@ def _log_cell_type(cell_type: str, n: int, summary: dict) -> None:
             for p in PREDICTORS
         ),
     )
+    model = acc["model"]["intervals"]
+    log.info(
+        "%s: model's intervals cover %.3f (50%%) and %.3f (90%%) of observed accessibility; "
+        "90%% mean width %.3f (a constant width covering as much: %.3f)",
+        cell_type,
+        model["0.5"]["coverage"],
+        model["0.9"]["coverage"],
+        model["0.9"]["mean_width"],
+        model["0.9"]["constant_width_same_coverage"],
+    )
 
 
-def evaluate_group(
+def predict_split(
     model_path: str | Path,
+    model: torch.nn.Module,
+    meta: dict,
     window_paths: dict[str, Path],
     train_paths: dict[str, Path],
-    outdir: str | Path,
     settings: SamplerSettings,
     diffusion: GaussianDiffusion,
     device,
     task: dict[str, str],
-    history: str | Path | None = None,
-    split: str = "test",
-) -> dict:
-    """Score ``model_path`` on each cell type's windows; write metrics and plots to outdir.
+    split: str,
+    unseen: str = "unknown",
+) -> dict[str, ScoredRegions]:
+    """Every predictor's values for the scored regions of each cell type's ``split`` windows.
 
-    ``train_paths`` are the cell types' training windows, on which the ridge baseline is fitted.
+    ``train_paths`` are the cell types' training windows, on which the ridge baseline is fitted
+    (for a cell type the model never saw too: the ridge then saw data the model did not).
+    Cell types without windows in the split are skipped (with a warning); ``unseen`` is
+    model.unseen_cell_types (see getdiff.inference.cell_type_index).
     """
-    model = load_model(model_path, device=device)
-    meta = model_metadata(model_path)
     if "train_feature_mean" not in meta:
         raise InputError(model_path, "no 'train_feature_mean' metadata: not written by train")
     train_mean = np.asarray(meta["train_feature_mean"], dtype=np.float32)
     masks = complementary_masks(model.config.num_regions, 0.5, settings.seed)
     first_mask = masks[0].numpy()
-    scored, per_cell_type = {}, {}
+    scored = {}
     for cell_type, path in window_paths.items():
         windows = load_window_set(path)
         check_compatible(model, meta, windows, path)
         if len(windows.starts) == 0:
             log.warning("%s: no %s windows for %s; skipped", path, split, cell_type)
             continue
-        features = predicted_features(task["predict"], list(windows.meta["feature_names"]))
         names = list(windows.meta["feature_names"])
+        features = predicted_features(task["predict"], names)
         training = load_window_set(train_paths[cell_type])
         check_compatible(model, meta, training, train_paths[cell_type])
         targets = np.array([names.index(f) for f in features])
@@ -198,14 +238,69 @@ def evaluate_group(
             device,
             masks=masks,
             task=task,
-            cell_type=cell_type_index(model, meta, windows, path),
+            cell_type=cell_type_index(model, meta, windows, path, unseen),
         )
         scored[cell_type] = score_regions(windows, mean, first_mask, train_mean, ridge, features)
-        per_cell_type[cell_type] = summarise(scored[cell_type])
-        _log_cell_type(cell_type, len(scored[cell_type].observed), per_cell_type[cell_type])
     if not scored:
         raise GetdiffError(
             f"no {split} windows in any of {sorted(map(str, window_paths.values()))}"
+        )
+    return scored
+
+
+def evaluate_group(
+    model_path: str | Path,
+    window_paths: dict[str, Path],
+    train_paths: dict[str, Path],
+    outdir: str | Path,
+    settings: SamplerSettings,
+    diffusion: GaussianDiffusion,
+    device,
+    task: dict[str, str],
+    calibration: str | Path,
+    history: str | Path | None = None,
+    split: str = "test",
+    unseen: str = "unknown",
+) -> dict:
+    """Score ``model_path`` on each cell type's windows; write metrics and plots to outdir.
+
+    ``calibration`` is the group's calibration.parquet (getdiff calibrate): the intervals whose
+    coverage is scored are built from it, as impute builds them.
+    """
+    model = load_model(model_path, device=device)
+    meta = model_metadata(model_path)
+    calibrations = read_calibration(calibration)
+    differences = calibrations.sampler_differences(settings.__dict__)
+    if differences:
+        raise InputError(
+            calibration,
+            "was calibrated with other sampler settings than evaluate's ("
+            + "; ".join(differences)
+            + "): its intervals belong to another point prediction; rerun getdiff calibrate",
+        )
+    scored = predict_split(
+        model_path,
+        model,
+        meta,
+        window_paths,
+        train_paths,
+        settings,
+        diffusion,
+        device,
+        task,
+        split,
+        unseen,
+    )
+    per_cell_type = {}
+    for cell_type, regions in scored.items():
+        per_cell_type[cell_type] = summarise(regions)
+        add_interval_scores(per_cell_type[cell_type], regions, calibrations, cell_type)
+        _log_cell_type(cell_type, len(regions.observed), per_cell_type[cell_type])
+    if split == CALIBRATION_SPLIT:
+        log.warning(
+            "evaluate.split is %s, the split the intervals were calibrated on: their coverage "
+            "here is in-sample, not a test of them",
+            split,
         )
     pooled = pool(list(scored.values()))
     result = {
@@ -213,8 +308,11 @@ def evaluate_group(
         "split": split,
         "task": task,
         "sampler": settings.__dict__,
+        "intervals": {"calibration": str(calibration), "calibration_split": CALIBRATION_SPLIT},
         "cell_types": list(per_cell_type),
         "n_regions": {ct: int(len(s.observed)) for ct, s in scored.items()},
+        # false: a cell type the model was not trained on (leave-cell-type-out evaluation)
+        "seen": {ct: is_seen(meta, ct) for ct in scored},
         "per_cell_type": per_cell_type,
         "pooled_across_cell_types": summarise(pooled),
     }
@@ -234,10 +332,30 @@ def _write_outputs(
     names = {"metrics": "metrics.json", "per_feature": "metrics_per_feature.tsv", "plots": "plots"}
     with exclusive(outdir, "evaluate"):
         with output_set({k: outdir / v for k, v in names.items()}, directories={"plots"}) as tmp:
-            write_evaluation_plots(tmp["plots"], scored, history)
+            intervals = {
+                cell_type: {p: v["intervals"] for p, v in summary[ACCESSIBILITY].items()}
+                for cell_type, summary in result["per_cell_type"].items()
+            }
+            write_evaluation_plots(tmp["plots"], scored, history, intervals)
             table = pd.DataFrame(rows)
             table.to_csv(tmp["per_feature"], sep="\t", index=False, float_format="%.6g")
             tmp["metrics"].write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+
+
+def evaluated_cell_types(
+    config: dict, group_members: list[str], sheet_cell_types: list[str]
+) -> list[str]:
+    """evaluate.cell_types (any cell types of the sheet), or the group's when it is null."""
+    chosen = config["evaluate"]["cell_types"]
+    if chosen is None:
+        return list(group_members)
+    unknown = [ct for ct in chosen if ct not in sheet_cell_types]
+    if unknown:
+        raise ConfigError(
+            f"key 'evaluate.cell_types': {unknown[0]!r} is not in the cell-type sheet "
+            f"({', '.join(sheet_cell_types)})"
+        )
+    return list(dict.fromkeys(chosen))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -251,11 +369,16 @@ def run(args: argparse.Namespace) -> None:
     if args.group not in members:
         raise GetdiffError(f"unknown group {args.group!r}; configured: {sorted(members)}")
     split = section["split"]
+    evaluated = evaluated_cell_types(config, members[args.group], cell_types)
     make_directory(args.outdir)  # an unusable output location fails now, not after the model ran
+    if args.history is not None and Path(args.history).exists():
+        from getdiff.plots import read_history  # matplotlib: calibrate imports this module too
+
+        read_history(args.history)  # as does a history that cannot be plotted
     prepared = Path(args.prepared_dir)
-    paths = {ct: windows_path(prepared, ct, split) for ct in members[args.group]}
-    train_paths = {ct: windows_path(prepared, ct, "train") for ct in members[args.group]}
-    task = model_task(model_metadata(args.model), config, args.model)
+    paths = {ct: windows_path(prepared, ct, split) for ct in evaluated}
+    train_paths = {ct: windows_path(prepared, ct, "train") for ct in evaluated}
+    task = recorded_settings(model_metadata(args.model), config, args.model)
     result = evaluate_group(
         args.model,
         paths,
@@ -265,8 +388,10 @@ def run(args: argparse.Namespace) -> None:
         GaussianDiffusion.from_config(config["diffusion"]),
         resolve_device(section["device"], "evaluate.device"),
         task,
+        args.calibration,
         history=args.history,
         split=split,
+        unseen=config["model"]["unseen_cell_types"],
     )
     acc = result["pooled_across_cell_types"][ACCESSIBILITY]
     log.info(
@@ -286,6 +411,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(parser)
     parser.add_argument("--group", required=True, help="model group (train.groups)")
     parser.add_argument("--model", required=True, help="model.safetensors from getdiff train")
+    parser.add_argument(
+        "--calibration", required=True, help="calibration.parquet from getdiff calibrate"
+    )
     parser.add_argument("--history", help="history.tsv from getdiff train (training curves)")
     parser.add_argument("--prepared-dir", required=True, help="getdiff prepare output root")
     parser.add_argument("--outdir", required=True)

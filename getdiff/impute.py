@@ -8,16 +8,24 @@ one Parquet with one row per region of the configured splits (each once, from it
 window):
 
     chrom, start, end, name, region_id, split, missing,
-    observed.<feature>, imputed.<feature>, imputed_std.<feature>   (normalised, [0, 1] scale)
-    observed_raw.<feature>, imputed_raw.<feature>                   (raw units: summed motif
+    observed.<feature>, imputed.<feature>,
+    imputed_lower.<feature>, imputed_upper.<feature>               (normalised, [0, 1] scale)
+    observed_raw.<feature>, imputed_raw.<feature>,
+    imputed_lower_raw.<feature>, imputed_upper_raw.<feature>       (raw units: summed motif
                                                                      scores, peak counts)
 
 ``imputed*`` columns exist for the model's predicted features only: every feature for the
 ``all`` task, ``accessibility`` alone for the ``accessibility`` task (motif features are then
 inputs, not predictions).
 
-``imputed_std`` is the standard deviation over ``num_samples`` draws (0 for one draw), in
-normalised units. Raw units come from the scaling constants stored by the prepare stage.
+``imputed_lower``/``imputed_upper`` bound the central predictive interval at
+``impute.interval_level``: with that probability it holds the observed value of a held-out
+region, measurement noise included. The bounds come from the model group's calibration on the
+validation chromosomes (getdiff calibrate; evaluate scores their coverage on the test ones), and
+the level and calibration are recorded in the file's metadata. No column reports the spread of
+the sampler's draws: it is not an uncertainty (the one-step sampler's draws barely differ). Raw
+units come from the scaling constants stored by the prepare stage, through the same monotone map
+as the values, so a raw interval covers as its normalised one does.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import torch
 
 from getdiff import __version__
 from getdiff.config import add_config_arguments, config_from_args
+from getdiff.conformal import Calibration, CalibrationSet, context_scale, read_calibration
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion
 from getdiff.errors import GetdiffError, InputError
@@ -43,13 +52,14 @@ from getdiff.inference import (
     cell_type_index,
     check_compatible,
     impute_windows,
+    is_seen,
     region_rows,
 )
 from getdiff.intervals import check_match_rate, overlapping
 from getdiff.io import atomic_path, make_directory
 from getdiff.model import load_model, model_metadata
 from getdiff.peaks import harmonise_chrom, read_bed_regions
-from getdiff.task import SPEC_TASK, model_task, predicted_features
+from getdiff.task import SPEC_TASK, predicted_features, recorded_settings
 from getdiff.tensors import WindowSet, load_window_set, to_raw_units, windows_file
 
 log = logging.getLogger(__name__)
@@ -83,18 +93,19 @@ def missing_mask(
 def imputation_table(
     windows: WindowSet,
     mean: np.ndarray,
-    std: np.ndarray,
     split: str,
     missing: np.ndarray | None,
     predicted: list[str],
+    interval: tuple[Calibration, float, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """One row per region (see the module docstring); imputed columns for ``predicted`` only."""
+    """One row per region (see the module docstring); imputed columns for ``predicted`` only,
+    with interval columns when ``interval``: the cell type's model calibration, the level, and
+    the (R,) mask of the first pass (which sets each prediction's context)."""
     window, position = region_rows(windows)
     rows = windows.starts[window] + position
     names = list(windows.meta["feature_names"])
     observed = windows.features[rows]
     imputed = mean[window, position]
-    spread = std[window, position]
     regions = windows.regions.iloc[rows].reset_index(drop=True)
     columns = {
         "chrom": regions["chrom"].to_numpy(),
@@ -105,13 +116,19 @@ def imputation_table(
         "split": np.full(len(rows), split),
         "missing": missing[rows] if missing is not None else np.zeros(len(rows), dtype=bool),
     }
-    blocks = {
-        "observed": observed,
-        "imputed": imputed,
-        "imputed_std": spread,
-        "observed_raw": to_raw_units(observed, windows.meta),
-        "imputed_raw": to_raw_units(imputed, windows.meta),
-    }
+    blocks = {"observed": observed, "imputed": imputed}
+    if interval is not None:
+        fit, level, first_mask = interval
+        columns_of = [names.index(f) for f in predicted]
+        offsets = np.arange(windows.meta["window_size"])
+        absent = None if missing is None else missing[windows.starts[:, None] + offsets]
+        scale = context_scale(windows.windows()[..., columns_of], first_mask, absent)
+        chosen = fit.select([fit.features.index(f) for f in predicted])
+        low, high = chosen.interval(imputed[:, columns_of], scale[window, position], level)
+        blocks["imputed_lower"], blocks["imputed_upper"] = imputed.copy(), imputed.copy()
+        blocks["imputed_lower"][:, columns_of], blocks["imputed_upper"][:, columns_of] = low, high
+    for prefix, values in list(blocks.items()):
+        blocks[f"{prefix}_raw"] = to_raw_units(values, windows.meta)
     for prefix, values in blocks.items():
         shown = names if prefix.startswith("observed") else predicted
         columns.update({f"{prefix}.{name}": values[:, names.index(name)] for name in shown})
@@ -128,10 +145,16 @@ def impute_cell_type(
     missing_regions: str | Path | None = None,
     task: dict[str, str] = SPEC_TASK,
     chrom_naming: str = "strict",
+    calibration: str | Path | None = None,
+    level: float = 0.9,
+    unseen: str = "unknown",
 ) -> pd.DataFrame:
-    """Impute every region of the given splits ({split: windows parquet}) and write ``output``."""
+    """Impute every region of the given splits ({split: windows parquet}) and write ``output``,
+    with the intervals of ``calibration`` (getdiff calibrate) at ``level`` when given."""
     model = load_model(model_path, device=device)
     metadata = model_metadata(model_path)
+    calibrations = None if calibration is None else read_calibration(calibration)
+    interval_info = _interval_info(calibrations, settings, level)
     tables = []
     meta = {}
     for split, path in window_paths.items():
@@ -141,7 +164,7 @@ def impute_cell_type(
             log.warning("%s: no windows in split %s; nothing to impute there", path, split)
             continue
         missing = missing_mask(windows, missing_regions, path, chrom_naming)
-        mean, std, _ = impute_windows(
+        mean, _, first_mask = impute_windows(
             model,
             diffusion,
             windows,
@@ -149,10 +172,15 @@ def impute_cell_type(
             device,
             missing=missing,
             task=task,
-            cell_type=cell_type_index(model, metadata, windows, path),
+            cell_type=cell_type_index(model, metadata, windows, path, unseen),
         )
         predicted = predicted_features(task["predict"], list(windows.meta["feature_names"]))
-        table = imputation_table(windows, mean, std, split, missing, predicted)
+        interval = None
+        if calibrations is not None:
+            fit = calibrations.of(windows.meta["cell_type"])
+            _check_calibrated(fit, predicted, level, calibrations.path)
+            interval = (fit, level, first_mask)
+        table = imputation_table(windows, mean, split, missing, predicted, interval)
         uncovered = len(windows.regions) - len(table)
         if uncovered:
             log.warning("%s: %d regions lie in no window and are not imputed", path, uncovered)
@@ -168,12 +196,57 @@ def impute_cell_type(
         "model": str(model_path),
         "task": task,
         "sampler": settings.__dict__,
+        "intervals": interval_info,
+        "cell_type_seen": is_seen(metadata, meta.get("cell_type", "")),
         "getdiff_version": __version__,
     }
     table = table.replace_schema_metadata({**table.schema.metadata, b"getdiff": json.dumps(info)})
     with atomic_path(output) as tmp:
         pq.write_table(table, tmp)
     return result
+
+
+def _interval_info(
+    calibrations: CalibrationSet | None, settings: SamplerSettings, level: float
+) -> dict | None:
+    """What the output's metadata says of its intervals; a sampler other than the calibrated
+    one is logged (the intervals were measured around another point prediction)."""
+    if calibrations is None:
+        log.warning("no calibration given: no interval columns are written")
+        return None
+    differences = calibrations.sampler_differences(settings.__dict__)
+    if differences:
+        log.warning(
+            "%s: intervals were calibrated with evaluate's sampler, impute's differs (%s); "
+            "their coverage was measured around evaluate's predictions",
+            calibrations.path,
+            "; ".join(differences),
+        )
+    return {
+        "level": level,
+        "calibration": str(calibrations.path),
+        "calibration_split": calibrations.meta["split"],
+        "bins": calibrations.meta["bins"],
+        "calibrated_sampler": calibrations.meta["sampler"],
+        "sampler_differences": differences,
+    }
+
+
+def _check_calibrated(fit: Calibration, predicted: list[str], level: float, path: Path) -> None:
+    missing = [f for f in predicted if f not in fit.features]
+    if missing:
+        raise InputError(
+            path, f"has no calibration of feature {missing[0]!r}; rerun getdiff calibrate"
+        )
+    try:
+        fit.level_index(level)
+    except KeyError:
+        raise InputError(
+            path,
+            f"has no interval level {level:g} (calibrated: {fit.level_names()}); rerun getdiff "
+            "calibrate with --level "
+            f"{level:g}",
+        ) from None
 
 
 def run(args: argparse.Namespace) -> None:
@@ -198,7 +271,10 @@ def run(args: argparse.Namespace) -> None:
         resolve_device(section["device"], "impute.device"),
         missing_regions=section["missing_regions"],
         chrom_naming=config["prepare"]["chrom_naming"],
-        task=model_task(model_metadata(args.model), config, args.model),
+        task=recorded_settings(model_metadata(args.model), config, args.model),
+        calibration=args.calibration,
+        level=section["interval_level"],
+        unseen=config["model"]["unseen_cell_types"],
     )
     log.info("wrote %s", args.output)
 
@@ -215,5 +291,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cell-type", required=True)
     parser.add_argument("--prepared-dir", required=True, help="getdiff prepare output root")
     parser.add_argument("--output", required=True, help="Parquet file to write")
+    parser.add_argument(
+        "--calibration",
+        help="calibration.parquet from getdiff calibrate (without it, no interval columns)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.set_defaults(func=run)

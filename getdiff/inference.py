@@ -72,20 +72,50 @@ def check_compatible(
 
 
 def cell_type_index(
-    model: torch.nn.Module, metadata: dict, windows: WindowSet, path: str | Path
+    model: torch.nn.Module,
+    metadata: dict,
+    windows: WindowSet,
+    path: str | Path,
+    unseen: str = "unknown",
 ) -> int | None:
-    """The windows' cell type as the model's embedding index, or None if it embeds no cell type."""
+    """The windows' cell type as the model's embedding index, or None if it embeds no cell type.
+
+    A cell type the model was not trained on gets the unknown entry (index ``num_cell_types``)
+    when the model has one and ``unseen`` is ``unknown`` (model.unseen_cell_types), logged; else
+    it is refused, naming the fix. :func:`is_seen` tells which happened.
+    """
     if not model.config.num_cell_types:
         return None
     name = windows.meta["cell_type"]
     trained = list(metadata.get("cell_types", []))
-    if name not in trained:
-        raise InputError(
+    if name in trained:
+        return trained.index(name)
+    if unseen == "unknown" and model.config.unknown_cell_type:
+        log.warning(
+            "%s: cell type %r was not among the model's (%s): served by its unknown-cell-type "
+            "embedding",
             path,
-            f"holds cell type {name!r}, but the model embeds only the cell types it was trained "
-            f"on ({', '.join(trained)}); retrain with it, or with model.cell_type_embedding: false",
+            name,
+            ", ".join(trained),
         )
-    return trained.index(name)
+        return model.config.num_cell_types
+    fix = (
+        "or set model.unseen_cell_types: unknown"
+        if model.config.unknown_cell_type
+        else "or train with model.cell_type_dropout > 0 (an unknown-cell-type entry)"
+    )
+    raise InputError(
+        path,
+        f"holds cell type {name!r}, but the model embeds only the cell types it was trained "
+        f"on ({', '.join(trained)}); retrain with it, {fix}, or use model.cell_type_embedding: "
+        "false",
+    )
+
+
+def is_seen(metadata: dict, cell_type: str) -> bool:
+    """Whether the model was trained on ``cell_type`` (models without cell types saw them all)."""
+    trained = metadata.get("cell_types")
+    return trained is None or cell_type in trained
 
 
 def impute_windows(

@@ -13,12 +13,14 @@ the peaks lack (contigs, chrM) are skipped.
 
 :meth:`SiteTally.check` applies the match-rate rule once everything is added: no record on a
 peak chromosome and no site in any peak are errors naming both files; the share of peaks with
-sites is logged (below 50% a WARNING).
+sites is logged (below 50% a WARNING). :meth:`SiteTally.summary` gives the counts of a run
+(:class:`CountSummary`), which ``getdiff count`` prints as one line.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,35 @@ from getdiff.intervals import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CountSummary:
+    """What one counting run saw: ``seen`` reads on the peaks' chromosomes (BAM/CRAM) or
+    fragments in the file, ``kept`` of them after the filters (MAPQ and flags; barcodes),
+    their ``sites`` (a read has one, a fragment two), the ``in_peaks`` sites (a site in two
+    overlapping peaks counts twice), and how many of the ``peaks`` have a site."""
+
+    unit: str
+    seen: int
+    kept: int
+    sites: int
+    in_peaks: int
+    peaks_with_sites: int
+    peaks: int
+
+    def line(self) -> str:
+        """One line: counts and rates (kept / seen, in peaks / sites, peaks with a site)."""
+        return (
+            f"{self.seen:,} {self.unit}s seen, {self.kept:,} kept ({_rate(self.kept, self.seen)}), "
+            f"{self.in_peaks:,} of their {self.sites:,} insertion sites in peaks "
+            f"({_rate(self.in_peaks, self.sites)}), {self.peaks_with_sites:,} of {self.peaks:,} "
+            f"peaks with a site ({_rate(self.peaks_with_sites, self.peaks)})"
+        )
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{100.0 * part / max(whole, 1):.1f}%"
 
 
 class SiteTally:
@@ -56,7 +87,7 @@ class SiteTally:
     def add(self, chrom: str, sites: np.ndarray) -> None:
         """Count ``sites`` (int64 positions on the peak chromosome ``chrom``) into the peaks."""
         self.sites_on_peak_chromosomes += len(sites)
-        sites = np.sort(sites)
+        sites = np.sort(sites, kind="stable")  # timsort: the sites of a sorted file are near sorted
         peaks = self.index[chrom]
         inside = np.searchsorted(sites, peaks.ends) - np.searchsorted(sites, peaks.starts)
         self.counts[peaks.rows] += inside
@@ -85,5 +116,17 @@ class SiteTally:
             with_sites, len(self.counts), "peaks with insertion sites", self.path, self.source
         )
 
+    def summary(self, unit: str, seen: int, kept: int, sites: int) -> CountSummary:
+        """The run's :class:`CountSummary`, the tally's counts added to the caller's."""
+        return CountSummary(
+            unit,
+            seen,
+            kept,
+            sites,
+            int(self.counts.sum()),
+            int(np.count_nonzero(self.counts)),
+            len(self.counts),
+        )
 
-__all__ = ["SiteTally"]
+
+__all__ = ["CountSummary", "SiteTally"]

@@ -31,6 +31,8 @@ Match rates. Whenever one input is matched against another (motif hits to peaks,
 peaks, missing regions to windows) the fraction matched is logged. None matched is an error
 naming both files with the usual causes (genome build, chromosome naming, 0/1-based
 coordinates); below ``LOW_MATCH_RATE`` it is a WARNING with the numbers.
+:func:`check_within_lengths` is the one check of intervals against the genome's sequence
+lengths (a FASTA index, a BAM header): past a chromosome's end is an error naming the line.
 """
 
 from __future__ import annotations
@@ -174,6 +176,34 @@ def check_match_rate(
     else:
         log.info("matched %s", message)
     return rate
+
+
+def check_within_lengths(
+    path: str | Path, table: pd.DataFrame, lengths: dict[str, int], source: str | Path
+) -> None:
+    """Refuse intervals that do not fit the genome: the first (by file line) whose chromosome
+    ``lengths`` lacks, or that ends past its chromosome's length, is an InputError naming its
+    line and the length. ``table``: ``chrom start end line``; ``lengths``: sequence lengths keyed
+    by the table's spelling, from ``source`` (a FASTA index, a BAM header). Clipping such peaks
+    would give them silently empty (all-zero) features; they come from another genome build."""
+    known = table["chrom"].map(lengths)
+    absent = known.isna().to_numpy()
+    past = ~absent & (table["end"].to_numpy() > known.fillna(0).to_numpy())
+    bad = np.flatnonzero(absent | past)
+    if not len(bad):
+        return
+    first = bad[np.argmin(table["line"].to_numpy()[bad])]
+    row, length = table.iloc[first], known.iloc[first]
+    where = f"{row['chrom']}:{row['start']}-{row['end']}"
+    if np.isnan(length):
+        message = f"interval {where}: no sequence {row['chrom']!r} in {source}"
+    else:
+        message = (
+            f"interval {where} ends past the end of {row['chrom']} ({int(length):,} bp "
+            f"in {source}); expected intervals of this genome build (another build? clip them "
+            "to the chromosome sizes: bedtools slop -b 0 -g sizes, or bedClip)"
+        )
+    raise InputError(path, message, int(row["line"]))
 
 
 # --------------------------------------------------------------------------- reading

@@ -17,6 +17,7 @@ input in a background thread while the caller works on what came before.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import io
@@ -139,6 +140,16 @@ def _umask() -> int:
     return mask
 
 
+# A write failing for want of room names no file (``write()`` has none to give): the path
+# being written is attached here, so the CLI's one line says where.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _name_the_output(err: BaseException, path: Path) -> None:
+    if isinstance(err, OSError) and err.errno in DISK_FULL and not err.filename:
+        err.filename = str(path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -159,8 +170,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as err:
         tmp_path.unlink(missing_ok=True)
+        _name_the_output(err, target)
         raise
 
 
@@ -246,7 +258,11 @@ def output_set(
             key: stack.enter_context((atomic_dir if key in directories else atomic_path)(path))
             for key, path in paths.items()
         }
-        yield temps
+        try:
+            yield temps
+        except OSError as err:  # which member was being written is unknown: name the set
+            _name_the_output(err, Path(os.path.commonpath([str(p) for p in paths.values()])))
+            raise
         deferral.enter_context(termination_deferred())
 
 

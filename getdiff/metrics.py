@@ -118,6 +118,7 @@ class ScoredRegions:
     observed: np.ndarray  # (N, T)
     predictions: dict[str, np.ndarray]  # predictor -> (N, T)
     window: np.ndarray  # (N,) window of each region (the within-window groups)
+    scale: np.ndarray | None = None  # (N, T) context scale (getdiff.conformal.context_scale)
 
 
 def pool(scored: list[ScoredRegions]) -> ScoredRegions:
@@ -130,4 +131,7 @@ def pool(scored: list[ScoredRegions]) -> ScoredRegions:
             p: np.concatenate([s.predictions[p] for s in scored]) for p in scored[0].predictions
         },
         window=np.concatenate([s.window + o for s, o in zip(scored, offsets, strict=True)]),
+        scale=None
+        if any(s.scale is None for s in scored)
+        else np.concatenate([s.scale for s in scored]),
     )

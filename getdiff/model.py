@@ -17,7 +17,9 @@ Contract
   its class embedding.
 - ``cell_type`` (B,) long, optional: each window's cell type, an index into the cell types the
   model was trained on. Required when ``num_cell_types`` > 0, ignored otherwise; embedded by
-  ``cell_type_embed`` (zero-initialised) and added to c, as DiT adds its class label.
+  ``cell_type_embed`` (zero-initialised) and added to c, as DiT adds its class label. With
+  ``unknown_cell_type`` the embedding has one more row, index ``num_cell_types``: the "unknown"
+  cell type (DiT's null class), trained by label dropout and used for cell types never seen.
 - returns  (B, R, F) float: the x0 prediction for every row (the loss uses the masked rows).
 
 The network knows nothing about betas or samplers (``getdiff.diffusion`` does). R is free, so
@@ -99,6 +101,7 @@ class ModelConfig:
     positions: str = "none"  # "none" (as GET) or "rotary" (RoPE of genomic midpoints)
     window_conditioning: bool = False  # condition blocks on window statistics (task.scaling)
     num_cell_types: int = 0  # > 0: condition blocks on a learned embedding of the cell type
+    unknown_cell_type: bool = False  # one more embedding row for unseen cell types
     rope_min_wavelength: float = 1e3  # bp; the shortest distance scale attention resolves
     rope_max_wavelength: float = 1e8  # bp; longer than any window
 
@@ -341,7 +344,8 @@ class GETRegionDiffusion(nn.Module):
             # added to the timestep vector as DiT adds its class embedding.
             self.window_embed = nn.Linear(2 * config.num_motif, d)
         if config.num_cell_types:
-            self.cell_type_embed = nn.Embedding(config.num_cell_types, d)
+            rows = config.num_cell_types + int(config.unknown_cell_type)
+            self.cell_type_embed = nn.Embedding(rows, d)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:

@@ -10,6 +10,10 @@ Headless (Agg backend). Each figure is one file in the given directory:
   cell type (a flat predictor shows as a narrow box).
 - ``per_feature_pearson.png`` (when motif features are predicted): per-feature Pearson ranked,
   pooled across cell types.
+- ``interval_reliability.png`` (when intervals were scored): per cell type, the empirical
+  coverage of each predictor's calibrated interval against its nominal level (top; on the
+  diagonal is calibrated), and the model's 90% coverage within quintiles of interval width
+  (bottom; flat at 0.9 is calibrated for narrow and wide intervals alike).
 - ``training_curves.png`` when a training history is given.
 """
 
@@ -24,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from getdiff.errors import InputError  # noqa: E402
 from getdiff.metrics import (  # noqa: E402
     ScoredRegions,
     metrics_per_column,
@@ -137,8 +142,67 @@ def _per_feature_pearson(path: Path, pooled: ScoredRegions) -> None:
     plt.close(fig)
 
 
+def _reliability(path: Path, intervals: dict[str, dict]) -> None:
+    """``intervals``: cell type -> predictor -> the intervals entry of its accessibility score."""
+    fig, axes = plt.subplots(2, len(intervals), figsize=(4.2 * len(intervals), 7.5), squeeze=False)
+    for k, (cell_type, by_predictor) in enumerate(intervals.items()):
+        top, bottom = axes[0][k], axes[1][k]
+        top.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        for name, scores in by_predictor.items():
+            curve = scores["reliability"]
+            style = {"lw": 2.0} if name == "model" else {"lw": 1.0, "alpha": 0.8}
+            top.plot(
+                curve["levels"],
+                curve["coverage"],
+                "o-",
+                ms=3,
+                label=LABELS.get(name, name),
+                **style,
+            )
+        top.set_title(f"{cell_type}: interval coverage")
+        top.set_xlabel("nominal level")
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        model = by_predictor["model"]["0.9"]
+        quintiles = np.arange(1, len(model["coverage_by_width_quintile"]) + 1)
+        bottom.bar(quintiles, model["coverage_by_width_quintile"], color="C0")
+        bottom.axhline(0.9, color="grey", lw=0.8, ls="--")
+        bottom.set_ylim(0, 1)
+        bottom.set_xlabel("quintile of interval width (1 = narrowest)")
+        bottom.set_title(
+            f"model, 90%: coverage {model['coverage']:.2f}, mean width {model['mean_width']:.3f}\n"
+            f"(constant width {model['constant_width']['mean_width']:.3f})",
+            fontsize=9,
+        )
+    axes[0][0].set_ylabel("empirical coverage (held-out regions)")
+    axes[1][0].set_ylabel("coverage of the model's 90% interval")
+    axes[0][-1].legend(fontsize=8, loc="upper left")
+    fig.suptitle(
+        "Calibrated predictive intervals of masked accessibility (calibrated on validation)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_history(history: str | Path) -> pd.DataFrame:
+    """getdiff train's history.tsv (step, loss, ...); an empty or foreign file is an InputError."""
+    try:
+        table = pd.read_csv(history, sep="\t")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        table = pd.DataFrame()
+    missing = [c for c in ("step", "loss") if c not in table.columns]
+    if missing or table.empty:
+        raise InputError(
+            history,
+            "is not a training history: expected getdiff train's history.tsv with columns "
+            f"step and loss and one row per logged step (missing: {', '.join(missing) or 'rows'})",
+        )
+    return table
+
+
 def _training_curves(path: Path, history: str | Path) -> None:
-    table = pd.read_csv(history, sep="\t")
+    table = read_history(history)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(table["step"], table["loss"], label="training loss (batch)", lw=0.8, alpha=0.8)
     if "val_loss" in table:
@@ -158,8 +222,10 @@ def write_evaluation_plots(
     directory: str | Path,
     scored: dict[str, ScoredRegions],
     history: str | Path | None = None,
+    intervals: dict[str, dict] | None = None,
 ) -> list[Path]:
-    """Write the evaluation figures of the cell types' scored regions; return their paths."""
+    """Write the evaluation figures of the cell types' scored regions (and of the accessibility
+    intervals' scores, cell type -> predictor -> scores, when given); return their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
@@ -175,6 +241,9 @@ def write_evaluation_plots(
     if len(pooled.features) > 1:
         written.append(directory / "per_feature_pearson.png")
         _per_feature_pearson(written[-1], pooled)
+    if intervals:
+        written.append(directory / "interval_reliability.png")
+        _reliability(written[-1], intervals)
     if history is not None and Path(history).exists():
         written.append(directory / "training_curves.png")
         _training_curves(written[-1], history)

@@ -30,9 +30,14 @@ hits) and ``motif_names.txt`` (the motif names in file order: the feature list w
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import io
 import logging
+import os
 import re
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -49,7 +54,8 @@ import pyranges as pr
 
 from getdiff.config import add_config_arguments, config_from_args, load_cell_types
 from getdiff.errors import ConfigError, InputError
-from getdiff.intervals import MISMATCH_HINT
+from getdiff.indexes import IUPAC, check_fasta_index, fai_problem, fasta_problem
+from getdiff.intervals import MISMATCH_HINT, check_within_lengths
 from getdiff.io import check_regular_file, exclusive, is_gzipped, output_set, reading
 from getdiff.peaks import genome_order, harmonise_chrom, read_peak_file
 
@@ -156,14 +162,15 @@ def read_meme(path: Path, text: str) -> list[Motif]:
     43-site motif read with the default 20 sites becomes 0.05), so MEME text is read here.
     """
     lines = text.splitlines()
-    alphabet = re.search(r"^ALPHABET\s*=\s*(\S+)", text, flags=re.MULTILINE)
-    if alphabet and alphabet.group(1).upper() != DNA:
-        raise InputError(path, f"ALPHABET= {alphabet.group(1)}; expected ACGT (DNA)")
+    for number, line in enumerate(lines, start=1):
+        if line.startswith("ALPHABET"):
+            _check_meme_alphabet(path, line, number)
     motifs: list[Motif] = []
     seen: dict[str, int] = {}
     current: tuple[str, str, int] | None = None
     for index, line in enumerate(lines):
         if line.startswith("MOTIF"):
+            _require_matrix(path, current)
             fields = line.split()
             if len(fields) < 2:
                 raise InputError(path, "MOTIF line without a name", index + 1)
@@ -180,39 +187,99 @@ def read_meme(path: Path, text: str) -> list[Motif]:
                 raise InputError(path, "a matrix before any MOTIF line", index + 1)
             motifs.append(_meme_motif(path, lines, current, index))
             current = None
+    _require_matrix(path, current)
     return motifs
 
 
-def read_jaspar_file(path: Path, text: str) -> list[Motif]:
-    """Motifs of a JASPAR-format text (``>ID name`` then rows ``A [ counts ]``), via Biopython."""
-    from Bio import motifs as bio_motifs
+RNA_REFUSED = (
+    "an RNA alphabet; expected DNA (ACGT): RNA motifs (of RNA-binding proteins) are refused, "
+    "not scanned as DNA; DNA motifs written with U need their U row or ALPHABET renamed T"
+)
 
-    headers = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        match = re.match(r">\s*(\S+)", line)
-        if match:
-            if match.group(1) in headers:
-                raise InputError(
-                    path,
-                    f"motif name {match.group(1)!r} appears twice (first on line "
-                    f"{headers[match.group(1)]})",
-                    number,
-                )
-            headers[match.group(1)] = number
-    try:
-        parsed = list(bio_motifs.parse(io.StringIO(text), "jaspar"))
-    except (ValueError, KeyError, IndexError) as err:
-        raise InputError(path, f"malformed JASPAR motif file: {err}") from None
-    motifs = []
-    for bio in parsed:
-        counts = np.array([list(bio.counts[base]) for base in DNA], dtype=np.float64)
-        if counts.shape[1] == 0 or (counts < 0).any() or (counts.sum(axis=0) <= 0).any():
+
+def _check_meme_alphabet(path: Path, line: str, number: int) -> None:
+    """``ALPHABET= ACGT`` or a MEME 5 alphabet block ``ALPHABET "name" DNA-LIKE``; RNA refused."""
+    match = re.match(r"ALPHABET\s*=\s*(\S+)", line)
+    like = re.search(r"\b(DNA|RNA|PROTEIN)-LIKE\b", line, flags=re.IGNORECASE)
+    letters, kind = match and match.group(1).upper(), like and like.group(1).upper()
+    shown = line.strip()
+    if letters == "ACGU" or kind == "RNA":
+        raise InputError(path, f"{shown}: {RNA_REFUSED}", number)
+    if (letters and letters != DNA) or (kind and kind != "DNA"):
+        raise InputError(path, f"{shown}; expected ACGT (DNA)", number)
+
+
+def _require_matrix(path: Path, current: tuple[str, str, int] | None) -> None:
+    """A MOTIF line must be followed by its letter-probability matrix before the next one."""
+    if current is not None:
+        raise InputError(
+            path,
+            f"motif {current[0]}: no 'letter-probability matrix' before the next MOTIF line or "
+            "the end of the file; expected one per motif",
+            current[2],
+        )
+
+
+_JASPAR_ROW = re.compile(rf"\s*([A-Za-z])?\s*\[?((?:\s*{_NUMBER})+)\s*\]?\s*")
+
+
+def _jaspar_counts(path: Path, name: str, rows: list[tuple[int, str]], header: int) -> np.ndarray:
+    """(4, width) counts from a JASPAR matrix's rows ``A [ n ... ]`` (or 4 bare rows, A C G T)."""
+    if len(rows) != 4:
+        where = rows[-1][0] if rows else header
+        raise InputError(
+            path,
+            f"motif {name}: {len(rows)} matrix rows; expected 4 (A, C, G, T: 'A [ counts ]')",
+            where,
+        )
+    counts: dict[str, list[float]] = {}
+    for order, (number, line) in enumerate(rows):
+        match = _JASPAR_ROW.fullmatch(line)
+        if match is None:
+            raise InputError(path, f"motif {name}: expected a row 'A [ counts ]'", number)
+        letter = (match.group(1) or DNA[order]).upper()
+        if letter == "U":
+            raise InputError(path, f"motif {name}: a U row, {RNA_REFUSED}", number)
+        if letter not in DNA or letter in counts:
             raise InputError(
-                path,
-                f"motif {bio.matrix_id}: an empty or negative count column",
-                headers.get(bio.matrix_id),
+                path, f"motif {name}: row {letter!r}; expected one row each for A, C, G, T", number
             )
-        motifs.append(_counts_motif(bio))
+        values = [float(v) for v in match.group(2).split()]
+        if counts and len(values) != len(next(iter(counts.values()))):
+            raise InputError(
+                path, f"motif {name}: {len(values)} columns; the rows above have another", number
+            )
+        if not all(np.isfinite(v) and v >= 0 for v in values):
+            raise InputError(path, f"motif {name}: expected finite counts >= 0", number)
+        counts[letter] = values
+    matrix = np.array([counts[base] for base in DNA], dtype=np.float64)
+    if (matrix.sum(axis=0) <= 0).any():
+        raise InputError(path, f"motif {name}: an empty count column", header)
+    return matrix
+
+
+def read_jaspar_file(path: Path, text: str) -> list[Motif]:
+    """Motifs of a JASPAR-format text: ``>ID name`` then four rows ``A [ counts ]`` (or four bare
+    rows of counts, A C G T). Read here, so that every error names its line."""
+    blocks: list[tuple[int, str, list[tuple[int, str]]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith(">"):
+            blocks.append((number, line.lstrip()[1:].strip(), []))
+        elif line.strip():
+            blocks[-1][2].append((number, line))
+    motifs, seen = [], {}
+    for number, header, rows in blocks:
+        if not header:
+            raise InputError(path, "a '>' line without a motif name", number)
+        name, *alt = header.split(maxsplit=1)
+        if name in seen:
+            raise InputError(
+                path, f"motif name {name!r} appears twice (first on line {seen[name]})", number
+            )
+        seen[name] = number
+        counts = _jaspar_counts(path, name, rows, number)
+        totals = counts.sum(axis=0)
+        motifs.append(Motif(name, "".join(alt), counts / totals, float(np.median(totals))))
     return motifs
 
 
@@ -260,9 +327,17 @@ def read_jaspar_release(source: str) -> list[Motif]:
     except ImportError:
         raise ConfigError("key 'motifs': jaspar: needs the pyjaspar package") from None
     kwargs = {"release": parts[2]} if len(parts) == 3 else {}
+    if kwargs:
+        # pyjaspar prints an unknown release and returns a database that fails later: ask first.
+        releases = jaspardb().get_releases()
+        if parts[2] not in releases:
+            raise ConfigError(
+                f"key 'motifs': {source!r}: no JASPAR release {parts[2]!r} in pyjaspar's copy; "
+                f"available: {', '.join(releases)}"
+            )
     try:
         database = jaspardb(**kwargs)
-    except Exception as err:  # pyjaspar reports an unknown release in various ways
+    except Exception as err:  # pyjaspar reports a broken copy in various ways
         raise ConfigError(f"key 'motifs': {source!r}: {err}") from None
     query = {"collection": parts[0], "tax_group": [parts[1]] if len(parts) > 1 else None}
     found = database.fetch_motifs(**query)
@@ -278,6 +353,65 @@ def read_motifs(source: str) -> list[Motif]:
     if source.startswith(JASPAR_PREFIX):
         return read_jaspar_release(source)
     return read_motif_file(source)
+
+
+# --- worker processes --------------------------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker die when ``parent`` does (SIGKILL included): the kernel's parent-death
+    signal on Linux, else a thread watching the parent's pid. Without it a worker blocks forever
+    on its task queue, whose write end the other workers keep open."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _start_pool_worker(parent: int, initializer: Any, initargs: tuple) -> None:
+    # Termination signals are the parent's to handle (it then kills its workers): a worker
+    # reacting to the terminal's Ctrl-C itself would print its own traceback.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    _die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+@contextlib.contextmanager
+def worker_pool(
+    processes: int, initializer: Any = None, initargs: tuple = ()
+) -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers die with this process; an exception leaving the block (a
+    signal's Terminated, an input error) kills the workers instead of waiting for their tasks."""
+    pool = ProcessPoolExecutor(
+        processes, initializer=_start_pool_worker, initargs=(os.getpid(), initializer, initargs)
+    )
+    try:
+        yield pool
+    except BaseException:
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            with contextlib.suppress(OSError, ValueError):
+                worker.kill()
+        for worker in workers:
+            with contextlib.suppress(OSError, ValueError, AssertionError):
+                worker.join(5)
+        raise
+    pool.shutdown(wait=True)
 
 
 # --- scores ------------------------------------------------------------------------------------
@@ -314,7 +448,7 @@ def score_thresholds(
     chunks = [list(matrices[i::processes]) for i in range(processes)]
     tasks = [(chunk, background.tolist(), pvalue) for chunk in chunks]
     if processes > 1:
-        with ProcessPoolExecutor(processes) as pool:
+        with worker_pool(processes) as pool:
             parts = list(pool.map(_thresholds_from_p, tasks))
     else:
         parts = [_thresholds_from_p(tasks[0])]
@@ -347,14 +481,44 @@ def open_fasta(path: str | Path) -> Any:
                 "compressed with gzip, not bgzip, so it cannot be read by region; recompress it: "
                 f"zcat {path} | bgzip > {path.with_suffix('')}.bgz (or gunzip it)",
             )
+    building = not Path(f"{path}.fai").exists()
+    check_fasta_index(path)  # a stale or foreign .fai/.gzi is rebuilt or refused
     try:
-        return pysam.FastaFile(str(path))
-    except (OSError, ValueError) as err:
+        fasta = pysam.FastaFile(str(path))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        error = fasta_problem(path)
+        if error is not None:
+            raise error from None
         raise InputError(
             path,
             f"cannot open or index the FASTA ({err}); index it with: samtools faidx {path} "
             "(a directory you cannot write to needs the .fai made elsewhere and copied beside it)",
         ) from None
+    if building:  # the whole file was just read for the index: read it for its faults too
+        error, problem = fasta_problem(path), fai_problem(path)
+        if error is not None or problem is not None:
+            fasta.close()
+            raise error or InputError(path, f"its freshly built index does not fit: {problem}")
+    return fasta
+
+
+def fetch_sequence(fasta: Any, chrom: str, start: int, end: int) -> np.ndarray:
+    """The bases ``[start, end)`` of ``chrom`` as uint8 codes; a byte that is no IUPAC letter
+    (or not ASCII) is an InputError naming the FASTA, the record and the line."""
+    path = Path(os.fsdecode(fasta.filename))
+    try:
+        sequence = np.frombuffer(fasta.fetch(chrom, start, end).encode("ascii"), dtype=np.uint8)
+    except UnicodeError:
+        sequence = None
+    if sequence is None or not _IUPAC[sequence].all():
+        error = fasta_problem(path)
+        if error is not None:
+            raise error
+        first = start + (int(np.flatnonzero(~_IUPAC[sequence])[0]) if sequence is not None else 0)
+        raise InputError(
+            path, f"record {chrom!r}: a byte that is no base letter near base {first + 1:,}"
+        )
+    return sequence
 
 
 def fasta_names(path: Path, fasta: Any, chroms: Sequence[str], naming: str) -> dict[str, str]:
@@ -377,17 +541,29 @@ def fasta_names(path: Path, fasta: Any, chroms: Sequence[str], naming: str) -> d
     return names
 
 
-def scan_regions(
-    peak_files: Sequence[Path], chromosomes: Sequence[str], widen: int
-) -> pd.DataFrame:
-    """Union of the peaks on ``chromosomes``, widened by ``widen`` bp each side, merged; sorted."""
-    parts = []
+def read_scan_peaks(
+    peak_files: Sequence[Path], chromosomes: Sequence[str]
+) -> dict[Path, pd.DataFrame]:
+    """Each peak file's peaks on ``chromosomes`` (``chrom start end line``)."""
+    found = {}
     for path in peak_files:
         peaks = read_peak_file(path, duplicates="first")
-        parts.append(peaks.loc[peaks["chrom"].isin(list(chromosomes)), ["chrom", "start", "end"]])
-    peaks = pd.concat(parts, ignore_index=True)
-    if peaks.empty:
+        found[path] = peaks.loc[
+            peaks["chrom"].isin(list(chromosomes)), ["chrom", "start", "end", "line"]
+        ]
+    if all(peaks.empty for peaks in found.values()):
         raise InputError(peak_files[0], f"no peak lies on prepare.chromosomes {chromosomes[:5]}...")
+    return found
+
+
+def scan_regions(
+    peak_files: Sequence[Path] | dict[Path, pd.DataFrame], chromosomes: Sequence[str], widen: int
+) -> pd.DataFrame:
+    """Union of the peaks on ``chromosomes``, widened by ``widen`` bp each side, merged; sorted.
+    ``peak_files``: the files, or their peaks as :func:`read_scan_peaks` gives them."""
+    if not isinstance(peak_files, dict):
+        peak_files = read_scan_peaks(peak_files, chromosomes)
+    peaks = pd.concat(list(peak_files.values()), ignore_index=True)
     ranges = pr.PyRanges(
         pd.DataFrame(
             {
@@ -443,8 +619,7 @@ def batches(regions: pd.DataFrame, names: dict[str, str], lengths: dict[str, int
 def _joined_sequence(fasta: Any, batch: Batch) -> tuple[bytes, np.ndarray]:
     """The batch's sequences joined with one N between regions, and each region's offset."""
     span_start = int(batch.starts[0])
-    text = fasta.fetch(batch.fasta_chrom, span_start, int(batch.ends[-1]))
-    sequence = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    sequence = fetch_sequence(fasta, batch.fasta_chrom, span_start, int(batch.ends[-1]))
     lengths = batch.ends - batch.starts
     offsets = np.r_[0, np.cumsum(lengths + 1)[:-1]]
     region = np.repeat(np.arange(len(lengths)), lengths)
@@ -478,8 +653,9 @@ def _start_worker(
     names: list[str],
 ) -> None:
     import MOODS.scan
+    import pysam
 
-    _Worker.fasta = open_fasta(fasta_path)
+    _Worker.fasta = pysam.FastaFile(fasta_path)  # checked by the parent (open_fasta)
     _Worker.widths = np.array([len(m[0]) for m in matrices], dtype=np.int64)
     _Worker.names = pa.array(names)
     if matrices:
@@ -494,6 +670,8 @@ def _start_worker(
 _FILLER = np.frombuffer(b"ACGT", dtype=np.uint8)[np.random.default_rng(0).integers(0, 4, 4096)]
 _VALID = np.zeros(256, dtype=bool)
 _VALID[np.frombuffer(b"ACGTacgt", dtype=np.uint8)] = True
+_IUPAC = np.zeros(256, dtype=bool)
+_IUPAC[np.frombuffer(IUPAC, dtype=np.uint8)] = True
 
 
 def _scannable(joined: bytes) -> tuple[str, np.ndarray]:
@@ -603,6 +781,7 @@ class ScanSettings:
     def from_config(cls, config: dict[str, Any], threads: int | None = None) -> ScanSettings:
         if not config.get("genome_fasta") or not config.get("motifs"):
             raise ConfigError("getdiff scan needs the keys 'genome_fasta' and 'motifs'")
+        check_regular_file(config["cell_types"])  # a named pipe would block the sheet's reader
         sheet = load_cell_types(config["cell_types"])
         section = config["scan"]
         return cls(
@@ -614,8 +793,12 @@ class ScanSettings:
             pvalue=section["pvalue"],
             pseudocount=section["pseudocount"],
             flank=section["flank"],
-            threads=threads or section["threads"],
+            threads=section["threads"] if threads is None else threads,
         )
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ConfigError(f"threads {self.threads}: expected a whole number >= 1")
 
 
 def _background(fasta: Any, tasks: Sequence[Batch], path: Path) -> np.ndarray:
@@ -693,11 +876,15 @@ def scan_motifs(settings: ScanSettings, outdir: str | Path) -> ScanResult:
     began = time.perf_counter()
     motifs = read_motifs(settings.motifs)
     fasta = open_fasta(settings.genome_fasta)
+    fasta_source = f"the FASTA {settings.genome_fasta}"
     widen = max(m.width for m in motifs) - 1 + settings.flank
-    regions = scan_regions(settings.peak_files, settings.chromosomes, widen)
-    chroms = list(pd.unique(regions["chrom"]))
+    peaks = read_scan_peaks(settings.peak_files, settings.chromosomes)
+    chroms = list(pd.unique(pd.concat([p["chrom"] for p in peaks.values()])))
     names = fasta_names(settings.genome_fasta, fasta, chroms, settings.chrom_naming)
     lengths = dict(zip(fasta.references, fasta.lengths, strict=True))
+    for path, table in peaks.items():  # never clipped into all-zero features
+        check_within_lengths(path, table, {c: lengths[names[c]] for c in chroms}, fasta_source)
+    regions = scan_regions(peaks, settings.chromosomes, widen)
     tasks = batches(regions, names, lengths)
     background = _background(fasta, tasks, settings.genome_fasta)
     forward = [log_odds(m, background, settings.pseudocount) for m in motifs]
@@ -735,9 +922,7 @@ def scan_motifs(settings: ScanSettings, outdir: str | Path) -> ScanResult:
     paths = output_paths(outdir)
     with exclusive(Path(outdir), "getdiff scan"), output_set(paths) as temps:
         if settings.threads > 1:
-            with ProcessPoolExecutor(
-                settings.threads, initializer=_start_worker, initargs=setup
-            ) as pool:
+            with worker_pool(settings.threads, _start_worker, setup) as pool:
                 hits = _write_scan(temps, _in_order(pool, _scan_batch, tasks), tasks, len(motifs))
         else:
             _start_worker(*setup)

@@ -13,8 +13,9 @@ getdiff.diffusion.Target), so a cell type with low or narrow accessibility weigh
 other, and the model predicts each region relative to its window. Motif columns are never
 scaled: they are sparse, and a window's standard deviation of a rare motif is near 0.
 
-The model file records its task section (metadata key ``task``); evaluate and impute follow it
-and refuse a config that asks for another.
+The model file records its task and diffusion sections (metadata keys ``task``, ``diffusion``);
+calibrate, evaluate and impute follow them and refuse a config that asks for others
+(:func:`recorded_settings`, the one check every command that loads a model runs).
 """
 
 from __future__ import annotations
@@ -76,5 +77,27 @@ def model_task(
             raise ConfigError(
                 f"key 'task.{key}' is {wanted!r} but {model_path} was trained with "
                 f"task.{key}: {value}; set task.{key}: {value} (or retrain)"
+            )
+    return task
+
+
+# The diffusion keys a model's predictions depend on (mask_ratio is the training masks' share).
+RECORDED_DIFFUSION_KEYS = ("num_timesteps", "beta_start", "beta_end")
+
+
+def recorded_settings(
+    metadata: dict[str, Any], config: dict[str, Any], model_path: str | Path
+) -> dict[str, str]:
+    """Check a config against what the model recorded at training: its task (see
+    :func:`model_task`) and its diffusion schedule. Returns the model's task section; a
+    difference is an error naming the key, both values and the fix."""
+    task = model_task(metadata, config, model_path)
+    trained = metadata.get("diffusion", {})  # getdiff train records it; hand-made files may not
+    for key in RECORDED_DIFFUSION_KEYS:
+        wanted = config["diffusion"][key]
+        if key in trained and wanted != trained[key]:
+            raise ConfigError(
+                f"key 'diffusion.{key}' is {wanted!r} but {model_path} was trained with "
+                f"diffusion.{key}: {trained[key]}; set diffusion.{key}: {trained[key]} (or retrain)"
             )
     return task

@@ -32,7 +32,8 @@ with the lowest validation loss are the result.
 
 Outputs in ``outdir`` (written atomically, only once training has finished):
 
-- ``model.safetensors``: best weights with LoRA merged (:func:`getdiff.model.save_model`);
+- ``model.safetensors``: best weights (of the EMA when ``train.ema_decay`` > 0) with LoRA merged
+  (:func:`getdiff.model.save_model`);
   metadata: cell_types, feature_names, train_feature_mean (per feature, over all train-split
   regions of the group), window_size, task (getdiff.task), diffusion settings, best_step,
   best_val_loss.
@@ -56,8 +57,8 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,6 +356,9 @@ def build_training_model(
         )
     overrides["window_conditioning"] = config["task"]["scaling"] == "window"
     overrides["num_cell_types"] = num_cell_types if settings["cell_type_embedding"] else 0
+    overrides["unknown_cell_type"] = bool(overrides["num_cell_types"]) and (
+        settings["cell_type_dropout"] > 0
+    )
     if overrides.setdefault("positions", settings["positions"]) != settings["positions"]:
         raise ConfigError(
             "key 'model.overrides.positions' differs from 'model.positions'; "
@@ -616,6 +620,7 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     best_val_loss: float = math.inf
     best_step: int = -1
+    ema: dict[str, torch.Tensor] | None = None  # train.ema_decay > 0: the averaged weights
 
     @classmethod
     def fresh(cls, run: Run) -> TrainState:
@@ -643,6 +648,7 @@ class TrainState:
             flops_per_step=train_step_flops(
                 unwrap(model).config, settings["batch_size"], data.window_size
             ),
+            ema=ema_start(model) if settings["ema_decay"] > 0 else None,
         )
 
     def to_checkpoint(self, fingerprint: str, ranks: Ranks) -> dict[str, Any]:
@@ -659,6 +665,7 @@ class TrainState:
             "loss_sum": float(ranks.mean_(self.loss_sum)),
             "interval_steps": self.interval_steps,
             "fingerprint": fingerprint,
+            "ema": self.ema,
         }
 
     def restore(self, checkpoint: dict[str, Any], ranks: Ranks, seed: int) -> None:
@@ -670,6 +677,44 @@ class TrainState:
         self.best_val_loss, self.best_step = checkpoint["best_val_loss"], checkpoint["best_step"]
         self.loss_sum.fill_(checkpoint["loss_sum"])  # the mean over ranks, on every rank
         self.interval_steps = checkpoint["interval_steps"]
+        if self.ema is not None:
+            for name, value in checkpoint["ema"].items():
+                self.ema[name].copy_(value)
+
+
+def ema_start(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's floating-point weights: the exponential moving average's start."""
+    return {
+        name: value.detach().clone()
+        for name, value in model.state_dict().items()
+        if value.is_floating_point()
+    }
+
+
+@torch.no_grad()
+def ema_update(
+    ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int
+) -> None:
+    """ema <- d ema + (1 - d) weights, d = min(decay, (1 + step) / (10 + step)): the warm-up
+    keeps a short run's average from being held at its initial weights."""
+    d = min(decay, (1 + step) / (10 + step))
+    weights = model.state_dict()
+    for name, average in ema.items():
+        average.lerp_(weights[name], 1.0 - d)
+
+
+@contextmanager
+def averaged_weights(state: TrainState) -> Iterator[None]:
+    """The model holds the EMA weights inside the block (when there is an EMA), its own after."""
+    if state.ema is None:
+        yield
+        return
+    raw = {name: value.detach().clone() for name, value in state.model.state_dict().items()}
+    state.model.load_state_dict({**raw, **state.ema})
+    try:
+        yield
+    finally:
+        state.model.load_state_dict(raw)
 
 
 def resume(state: TrainState, run: Run) -> None:
@@ -713,6 +758,12 @@ def draw_batch(state: TrainState, run: Run, sampler: EpochSampler) -> dict[str, 
     )
     t = random_timesteps(batch_size, run.diffusion.num_timesteps, state.generator, device)
     noise = torch.randn((batch_size, *x0.shape[1:]), generator=state.generator, device=device)
+    dropout = run.config["model"]["cell_type_dropout"]
+    if dropout > 0 and unwrap(state.model).config.unknown_cell_type:
+        # Label dropout (DiT's null class): drawn after the rest, so dropout 0 keeps the stream.
+        dropped = torch.rand(batch_size, generator=state.generator, device=device) < dropout
+        unknown = torch.full_like(cell_type, unwrap(state.model).config.num_cell_types)
+        cell_type = torch.where(dropped[shard], unknown, cell_type)
     return {
         "x0": x0,
         "positions": positions,
@@ -772,6 +823,8 @@ def train_step(state: TrainState, run: Run, sampler: EpochSampler) -> dict[str, 
         state.trainable, run.settings["grad_clip"] or math.inf
     )
     state.optimizer.step()
+    if state.ema is not None:
+        ema_update(state.ema, state.model, run.settings["ema_decay"], state.step)
     lr = state.scheduler.get_last_lr()[0]
     state.scheduler.step()
     state.step += 1
@@ -863,15 +916,25 @@ def validation_step(state: TrainState, run: Run) -> tuple[float, float]:
     """Score the fixed validation set; keep ``best.pt`` at the lowest loss so far (rank 0)."""
     if run.val is None:
         return math.nan, math.nan
-    val_loss, val_pearson = validate(
-        state.model, run.diffusion, run.val, run.settings["batch_size"], run.autocast, run.target
-    )
-    log.info(
-        "step %d validation: loss %.5f, masked Pearson %.4f", state.step, val_loss, val_pearson
-    )
-    if val_loss < state.best_val_loss:
-        state.best_val_loss, state.best_step = val_loss, state.step
-        _save({"step": state.step, "model": state.model.state_dict()}, run.best_path)
+    with averaged_weights(state):
+        val_loss, val_pearson = validate(
+            state.model,
+            run.diffusion,
+            run.val,
+            run.settings["batch_size"],
+            run.autocast,
+            run.target,
+        )
+        log.info(
+            "step %d validation%s: loss %.5f, masked Pearson %.4f",
+            state.step,
+            " (EMA weights)" if state.ema is not None else "",
+            val_loss,
+            val_pearson,
+        )
+        if val_loss < state.best_val_loss:
+            state.best_val_loss, state.best_step = val_loss, state.step
+            _save({"step": state.step, "model": state.model.state_dict()}, run.best_path)
     return val_loss, val_pearson
 
 
@@ -888,6 +951,8 @@ def export(state: TrainState, run: Run) -> None:
         best = torch.load(run.best_path, map_location="cpu", weights_only=True)
         state.model.load_state_dict(best["model"])
         log.info("best validation loss %.5f at step %d", state.best_val_loss, state.best_step)
+    elif state.ema is not None:
+        state.model.load_state_dict({**state.model.state_dict(), **state.ema})
     settings, model_settings = run.settings, run.config["model"]
     data = run.train_data
     metadata = {
@@ -903,6 +968,7 @@ def export(state: TrainState, run: Run) -> None:
         "steps": settings["max_steps"],
         "best_step": state.best_step if run.val is not None else settings["max_steps"],
         "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+        "ema_decay": settings["ema_decay"],
     }
     state.model.eval()
     # One set: the model (what the workflow waits for) is renamed in last.

@@ -1,6 +1,11 @@
 """Shared pytest fixtures and helpers.
 
 - ``one_torch_thread`` (autouse): torch runs on one thread in every test.
+- ``pinned_kernels``: for a test that promises bit-for-bit equality on one machine (a resumed
+  or rerun training against a straight one, in this process): one torch thread and
+  deterministic algorithms, both restored afterwards.
+- ``pinned_env()``: ``os.environ`` with one thread for torch's and numpy's math libraries, for
+  child processes whose outputs a test compares bit for bit.
 - ``write_lines(path, lines, gz=False)``: write text lines (helper, importable as a fixture).
 - ``tiny_clusters``: a 3-name cluster file (``A``, ``B``, ``C``) for hand-computed cases.
 - ``small_demo``: demo inputs written once per session (600 peaks per cell type on chr1, chr10,
@@ -10,6 +15,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -42,6 +48,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def pinned_kernels():
+    """Bit-for-bit equality of two float computations holds on one machine when both run the
+    same kernels in the same order: pin the thread count (a reduction split over other threads
+    adds in another order) and ask for deterministic algorithms (an op with a nondeterministic
+    kernel raises instead of differing from run to run). Restores both."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_num_threads(threads)
+
+
+# Child processes compared bit for bit with each other run on one thread whatever the machine's
+# core count (the CLI's --threads pins torch; these pin what runs before it and numpy's BLAS).
+PINNED_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def pinned_env() -> dict[str, str]:
+    return {**os.environ, **PINNED_THREADS}
 
 
 @pytest.fixture

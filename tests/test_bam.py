@@ -5,6 +5,8 @@ harmonise; fragments: tests/test_fragments.py) and the errors."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +14,14 @@ import pandas as pd
 import pytest
 from conftest import prepare_three_peaks
 
-from getdiff.bam import ReadFilter, _count_contig, count_read_insertions, read_filter
+import getdiff.bam as bam_module
+from getdiff.bam import (
+    ReadFilter,
+    _count_bam,
+    _count_contig,
+    count_read_insertions,
+    read_filter,
+)
 from getdiff.config import validate_config
 from getdiff.errors import InputError
 from getdiff.fragments import count_insertions, counts_format
@@ -245,3 +254,89 @@ def test_prepare_takes_accessibility_from_a_bam_with_the_configured_filters(tmp_
     regions = prepare_three_peaks(tmp_path, counts_file=bam, bam={"drop_duplicates": False})
     meta = load_regions(regions).attrs["getdiff"]
     assert meta["scaling"]["accessibility"]["total_counts"] == sum(EXPECTED) + 1
+
+
+def _bgzf(data: bytes, block: int) -> bytes:
+    """``data`` as BGZF blocks of ``block`` uncompressed bytes, then the EOF block."""
+    out = []
+    for lo in [*range(0, len(data), block), len(data)]:
+        part = data[lo : lo + block]
+        packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+        payload = packer.compress(part) + packer.flush()
+        out += [
+            b"\x1f\x8b\x08\x04\0\0\0\0\0\xff\x06\0BC\x02\0",
+            (len(payload) + 25).to_bytes(2, "little"),
+        ]
+        out += [payload, zlib.crc32(part).to_bytes(4, "little"), len(part).to_bytes(4, "little")]
+    return b"".join(out)
+
+
+def _many_reads(n: int = 6000) -> list[tuple]:
+    """Reads of varied CIGARs, strands, flags and MAPQs over chr1 and chr2, sorted."""
+    rng = np.random.default_rng(5)
+    cigars = ["20M", "5S15M", "10M3D10M", "8M2I10M", "10M100N10M", "3S10M2S"]
+    reads = [
+        (
+            chrom,
+            int(rng.integers(0, 900)),
+            cigars[rng.integers(len(cigars))],
+            int(rng.choice([0, 16, 99, 147, 0x400, 0x100, 16 | 0x800])),
+            int(rng.integers(20, 61)),
+        )
+        for chrom in ("chr1", "chr2")
+        for _ in range(n // 2)
+    ]
+    return sorted(reads, key=lambda r: (r[0], r[1]))
+
+
+def _expected(reads: list[tuple], peaks: pd.DataFrame) -> list[int]:
+    """Counts computed from the read list itself, one read at a time (pysam's CIGAR lengths)."""
+    counts = [0] * len(peaks)
+    for chrom, start, cigar, flag, mapq in reads:
+        if flag & 0xF04 or mapq < 30:
+            continue
+        segment = pysam.AlignedSegment()
+        segment.reference_start, segment.cigarstring = start, cigar
+        site = segment.reference_end - 6 if flag & 16 else start + 4
+        for row, peak in enumerate(peaks.itertuples()):
+            counts[row] += peak.chrom == chrom and peak.start <= site < peak.end
+    return counts
+
+
+@pytest.fixture
+def big_bam(tmp_path):
+    return write_bam(tmp_path / "many.bam", _many_reads())
+
+
+def test_many_reads_match_a_read_by_read_count(big_bam):
+    expected = _expected(_many_reads(), PEAKS)
+    assert count_read_insertions(big_bam, PEAKS, default_filter()).tolist() == expected
+
+
+def test_forked_workers_count_as_one_process(big_bam, monkeypatch):
+    monkeypatch.setattr(bam_module, "CHUNK_BYTES", 4096)  # many chunks, a span per contig
+    one = count_read_insertions(big_bam, PEAKS, default_filter(), threads=1)
+    assert (
+        count_read_insertions(big_bam, PEAKS, default_filter(), threads=2).tolist() == one.tolist()
+    )
+
+
+def test_records_straddling_bgzf_blocks_and_chunks_count_the_same(big_bam, tmp_path, monkeypatch):
+    # htslib starts each record in a new block where it fits; other writers cut anywhere.
+    straddling = tmp_path / "straddling.bam"
+    straddling.write_bytes(_bgzf(gzip.decompress(big_bam.read_bytes()), 1000))
+    pysam.index(str(straddling))
+    expected = count_read_insertions(big_bam, PEAKS, default_filter()).tolist()
+    assert count_read_insertions(straddling, PEAKS, default_filter()).tolist() == expected
+    monkeypatch.setattr(bam_module, "CHUNK_BYTES", 3000)  # records cut by chunk ends too
+    assert count_read_insertions(straddling, PEAKS, default_filter()).tolist() == expected
+
+
+def test_a_bam_out_of_order_within_a_contig_is_an_error(tmp_path):
+    reads = [("chr1", 96, "20M", 0, 60), ("chr1", 10, "20M", 0, 60)]
+    path = write_bam(tmp_path / "unsorted.bam", reads, order="coordinate", index=False)
+    raw = path.with_name(path.stem + ".raw.bam")
+    raw.replace(path)  # the unsorted records under a coordinate header
+    tally = SiteTally(PEAKS, path, "p.bed", "strict")
+    with pytest.raises(InputError, match=r"unsorted\.bam: is not sorted by coordinate on chr1"):
+        _count_bam(path, list(CONTIGS), default_filter(), tally, _stats(), 1)

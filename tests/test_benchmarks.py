@@ -82,9 +82,11 @@ def test_run_all_quick_writes_every_results_table(tmp_path):
     assert done.returncode == 0, done.stderr
     text = output.read_text()
     headings = ("## 1. Training step", "## 2. Prepare", "## 3. Imputation", "## 4. Counting")
-    for heading in (*headings, "## 5. Peak", "## 6. Training knobs", "## 7. Motif scanning"):
+    later = ("## 5. Peak", "## 6. Training knobs", "## 7. Motif scanning", "## 8. bigWig tracks")
+    for heading in (*headings, *later):
         assert heading in text
     assert "M fragments/s" in text and "| all barcodes |" in text
     assert "| peaks x reads | s | M reads/s | peak RSS MiB |\n|---|---|---|---|\n| 10,000 x" in text
     assert "| accumulation-2 |" in text and "| checkpointing |" in text
+    assert "| 2,000 x 4 |" in text and "| 2,000 | pyBigWig" in text
     assert (tmp_path / "results.quick.json").exists()

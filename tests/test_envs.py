@@ -18,13 +18,22 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 # PyPI name -> conda-forge/bioconda name, where they differ.
-CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base", "moods-python": "moods"}
+CONDA_NAMES = {
+    "torch": "pytorch",
+    "matplotlib": "matplotlib-base",
+    "moods-python": "moods",
+    "pyBigWig": "pybigwig",
+}
+# Packages of the workflow extra that the rules' commands import (the others run Snakemake).
+WORKFLOW_ONLY = {"snakemake", "pygments"}
 
 
 def _pyproject_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = list(project["dependencies"]) + list(project["optional-dependencies"]["tabix"])
-    return [Requirement(r) for r in requirements]
+    extras = project["optional-dependencies"]
+    requirements = [Requirement(r) for r in [*project["dependencies"], *extras["tabix"]]]
+    workflow = [Requirement(r) for r in extras["workflow"]]
+    return requirements + [r for r in workflow if r.name not in WORKFLOW_ONLY]
 
 
 def _env_pins(path: Path) -> dict[str, str]:

@@ -112,7 +112,7 @@ def test_fragments_in_no_peak_are_an_error(tmp_path, write_lines):
 
 def test_a_malformed_fragment_line_is_an_error_naming_the_file(tmp_path, write_lines):
     path = write_lines(tmp_path / "f.tsv", ["chr1\t90\t120\tAAA\t1", "chr1\tx\t120\tAAA\t1"])
-    with pytest.raises(InputError, match=r"f\.tsv: not a fragments file"):
+    with pytest.raises(InputError, match=r"f\.tsv:2: not a fragments file"):
         count_insertions(path, PEAKS)
 
 

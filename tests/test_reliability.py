@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import prepare_with
+from conftest import pinned_env, prepare_with
 from safetensors.torch import load_file
 from test_workflow import snakemake, write_config
 
@@ -108,8 +108,13 @@ def toy(tmp_path_factory) -> dict[str, Path]:
     extra = {"train_feature_mean": [0.5] * len(FEATURES), "feature_names": FEATURES}
     save_model(model, root / "model.safetensors", extra_metadata=extra)
     config = write_cli_config(root, peaks, scan, clusters)
+    calibration = root / "calibration.parquet"
+    argv = ["calibrate", "--config", str(config), "--group", "all", "--model"]
+    argv += [str(root / "model.safetensors"), "--prepared-dir", str(root / "prepared")]
+    assert main([*argv, "--output", str(calibration)]) == 0
     return {
         "root": root,
+        "calibration": calibration,
         "clusters": clusters,
         "peaks": peaks,
         "scan": scan,
@@ -344,7 +349,7 @@ def windows_without_metadata(inputs: Inputs) -> Case:
     path = inputs.prepared_copy(lambda table: table.replace_schema_metadata(None), "test")
     argv = ["evaluate", "--config", str(inputs.toy["config"]), "--group", "all", "--model"]
     argv += [str(inputs.toy["model"]), "--prepared-dir", str(path.parents[1])]
-    argv += ["--outdir", str(inputs.out)]
+    argv += ["--calibration", str(inputs.toy["calibration"]), "--outdir", str(inputs.out)]
     return Case(argv, path, None, "no 'getdiff' metadata: expected a file written by getdiff")
 
 
@@ -854,11 +859,12 @@ def sheet_counts_column_not_a_number(inputs: Inputs) -> Case:
 # --- models that do not fit the windows, and model files that are not models ---
 
 
-def model_for(inputs: Inputs, features: list[str], window_size: int) -> Path:
-    """A tiny model like the toy one for ``features`` and ``window_size``, saved as train does."""
+def model_for(inputs: Inputs, features: list[str], window_size: int, **metadata) -> Path:
+    """A tiny model like the toy one for ``features`` and ``window_size``, saved as train does
+    (``metadata``: more of its extra metadata)."""
     torch.manual_seed(0)
     model = build_model("tiny", **TINY, num_motif=len(features), num_regions=window_size)
-    extra = {"train_feature_mean": [0.5] * len(features), "feature_names": features}
+    extra = {"train_feature_mean": [0.5] * len(features), "feature_names": features, **metadata}
     path = inputs.root / "model.safetensors"
     save_model(model, path, extra_metadata=extra)
     return path
@@ -867,6 +873,7 @@ def model_for(inputs: Inputs, features: list[str], window_size: int) -> Path:
 def evaluate_argv(inputs: Inputs, model: Path) -> list[str]:
     argv = ["evaluate", "--config", str(inputs.toy["config"]), "--group", "all", "--model"]
     argv += [str(model), "--prepared-dir", str(inputs.toy["prepared"])]
+    argv += ["--calibration", str(inputs.toy["calibration"])]
     return [*argv, "--outdir", str(inputs.out)]
 
 
@@ -910,6 +917,56 @@ def model_file_missing(inputs: Inputs) -> Case:
     model = inputs.root / "results" / "train" / "all" / "model.safetensors"
     argv = impute_argv(inputs, inputs.toy["prepared"], model=model)
     return Case(argv, model, None, "not a readable .safetensors model file")
+
+
+# --- a model's recorded settings, the intervals' calibration, names that are paths ---
+
+
+def model_trained_with_another_diffusion_schedule(inputs: Inputs) -> Case:
+    model = model_for(inputs, FEATURES, 4, diffusion={"num_timesteps": 1000})
+    config = edited_config(inputs, lambda c: c.update(diffusion={"num_timesteps": 500}))
+    argv = impute_argv(inputs, inputs.toy["prepared"], config, model=model)
+    expected = "key 'diffusion.num_timesteps' is 500 but"
+    return Case(argv, config, None, expected)
+
+
+def config_ddim_steps_above_num_timesteps(inputs: Inputs) -> Case:
+    sampler = {"sampler": "ddim", "ddim_steps": 2000}
+    config = edited_config(inputs, lambda c: c.update(impute=sampler))
+    argv = impute_argv(inputs, inputs.toy["prepared"], config)
+    expected = "key 'impute.ddim_steps': 2000 steps cannot be taken from diffusion.num_timesteps"
+    return Case(argv, config, None, expected)
+
+
+def calibration_of_another_sampler(inputs: Inputs) -> Case:
+    config = edited_config(inputs, lambda c: c.update(evaluate={"num_samples": 3}))
+    argv = evaluate_argv(inputs, inputs.toy["model"])
+    argv[2] = str(config)
+    expected = "was calibrated with other sampler settings than evaluate's (num_samples"
+    return Case(argv, inputs.toy["calibration"], None, expected)
+
+
+def calibration_file_not_parquet(inputs: Inputs) -> Case:
+    bogus = write_text(inputs.root / "calibration.parquet", ["cell_type\tlevel"])
+    argv = evaluate_argv(inputs, inputs.toy["model"])
+    argv[argv.index("--calibration") + 1] = str(bogus)
+    return Case(argv, bogus, None, "is not a calibration file written by getdiff calibrate")
+
+
+def history_empty(inputs: Inputs) -> Case:
+    history = write_text(inputs.root / "history.tsv", [])
+    argv = [*evaluate_argv(inputs, inputs.toy["model"]), "--history", str(history)]
+    return Case(argv, history, None, "is not a training history: expected getdiff train's")
+
+
+def sheet_cell_type_dot_dot(inputs: Inputs) -> Case:
+    argv, sheet = with_sheet(inputs, ["..\t{peaks}\t\t5"], cell_type="..")
+    return Case(argv, sheet, None, "line 2: column 'cell_type': '..' does not match")
+
+
+def sheet_cell_type_hidden(inputs: Inputs) -> Case:
+    argv, sheet = with_sheet(inputs, [".toy\t{peaks}\t\t5"], cell_type=".toy")
+    return Case(argv, sheet, None, "line 2: column 'cell_type': '.toy' does not match")
 
 
 # --- output locations that cannot be written ---
@@ -1061,6 +1118,13 @@ BAD_INPUTS = [
     impute_output_is_a_directory,
     impute_output_in_read_only_directory,
     demo_data_out_is_a_file,
+    model_trained_with_another_diffusion_schedule,
+    config_ddim_steps_above_num_timesteps,
+    calibration_of_another_sampler,
+    calibration_file_not_parquet,
+    history_empty,
+    sheet_cell_type_dot_dot,
+    sheet_cell_type_hidden,
 ]
 
 
@@ -1136,11 +1200,14 @@ RESUME_SETTINGS = {
 
 
 def start_training(config: Path, prepared: Path, outdir: Path) -> subprocess.Popen:
-    """`python -m getdiff train` on one thread, its stderr in ``outdir``.log."""
+    """`python -m getdiff train` on one thread, its stderr in ``outdir``.log. The runs compared
+    bit for bit are all started so, on this machine: the same kernels, threads and order."""
     command = [sys.executable, "-m", "getdiff", "train", "--config", str(config)]
     command += ["--group", "all", "--prepared-dir", str(prepared), "--outdir", str(outdir)]
     with open(f"{outdir}.log", "a") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([*command, "--threads", "1"], stdout=log, stderr=log)
+        return subprocess.Popen(
+            [*command, "--threads", "1"], stdout=log, stderr=log, env=pinned_env()
+        )
 
 
 def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, toy):

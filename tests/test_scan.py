@@ -241,7 +241,7 @@ HEAD = "MEME version 4\n\nALPHABET= ACGT\n\n"
             + f"MOTIF a\nletter-probability matrix: alength= 4 w= 1\n{GOOD}\n",
             r"m.meme:9: motif name 'a' appears twice \(first on line 5\)",
         ),
-        ("MEME version 4\n\nALPHABET= ACGU\n", r"m.meme: ALPHABET= ACGU; expected ACGT"),
+        ("MEME version 4\n\nALPHABET= ACGU\n", r"m.meme:3: ALPHABET= ACGU: an RNA alphabet"),
     ],
     ids=["empty", "not-motifs", "row-sum", "rows-vs-w", "alength", "row-width", "dup", "rna"],
 )

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import pinned_env
 from safetensors import safe_open
 from test_reliability import toy  # noqa: F401  (module fixture reused here)
 
@@ -35,9 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(argv: list[str]) -> subprocess.Popen:
+    """``python -m getdiff ARGV``; children whose outputs are compared byte for byte all run
+    on one thread (``--threads 1`` and pinned_env), so on this machine their arithmetic agrees."""
     return subprocess.Popen(
         [sys.executable, "-m", "getdiff", *argv],
         cwd=ROOT,
+        env=pinned_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -218,7 +222,12 @@ def test_train_evaluate_and_impute_killed_at_random_instants_leave_old_or_new_ou
         argv += threads
     elif command == "evaluate":
         names = ["metrics.json", "metrics_per_feature.tsv", "plots"]
+        calibration = str(tmp_path / "calibration.parquet")
+        calibrate = ["calibrate", "--group", "all", "--model", str(toy["model"])]
+        calibrate += ["--prepared-dir", prepared, "--output", calibration, "--config"]
+        assert run_cli([*calibrate, str(configs[0])]).wait() == 0
         argv = ["evaluate", "--group", "all", "--model", str(toy["model"])]
+        argv += ["--calibration", calibration]
         argv += ["--prepared-dir", prepared, "--outdir", str(outdir), *threads]
     else:
         names = ["toy.parquet"]

@@ -145,7 +145,10 @@ def test_loss_decreases_on_learnable_windows(prepared, tmp_path):
     assert history["val_loss"].dropna().iloc[-1] < 0.2 * untrained
 
 
-def test_killed_and_resumed_run_reaches_same_weights_as_uninterrupted_run(prepared, tmp_path):
+def test_killed_and_resumed_run_reaches_same_weights_as_uninterrupted_run(
+    prepared, tmp_path, pinned_kernels
+):
+    # Bit for bit: both runs are in this process on the same kernels and one thread.
     config = make_config(max_steps=10, checkpoint_every=3)
     train(config, CELL_TYPES, prepared, tmp_path / "straight")
     # Killed after step 7: the last checkpoint is step 6, so step 7 is redone on resume.
@@ -165,7 +168,7 @@ def test_killed_and_resumed_run_reaches_same_weights_as_uninterrupted_run(prepar
 
 
 def test_rerunning_a_finished_run_rewrites_the_same_model_without_training(
-    prepared, tmp_path, caplog
+    prepared, tmp_path, caplog, pinned_kernels
 ):
     config = make_config(max_steps=4)
     train(config, CELL_TYPES, prepared, tmp_path)
@@ -186,7 +189,9 @@ def test_rerun_with_other_settings_starts_afresh(prepared, tmp_path, caplog):
     assert read_history(tmp_path)["step"].tolist() == [2, 4]
 
 
-def test_validation_numbers_are_identical_across_runs_with_the_same_seed(prepared, tmp_path):
+def test_validation_numbers_are_identical_across_runs_with_the_same_seed(
+    prepared, tmp_path, pinned_kernels
+):
     config = make_config(max_steps=4)
     for name in ("a", "b"):
         train(config, CELL_TYPES, prepared, tmp_path / name)
@@ -342,3 +347,39 @@ def test_cell_type_embedding_is_trained_and_exported_with_the_cell_type_order(pr
     assert model.config.num_cell_types == len(CELL_TYPES)
     assert model_metadata(tmp_path / "model.safetensors")["cell_types"] == CELL_TYPES
     assert model.cell_type_embed.weight.abs().sum() > 0  # zero-initialised, then trained
+
+
+def test_label_dropout_trains_an_unknown_cell_type_entry(prepared, tmp_path):
+    """model.cell_type_dropout > 0: one more embedding row (index = number of cell types),
+    trained on the windows whose label was dropped; dropout 0 leaves the model as before."""
+    config = make_config(max_steps=6, use_lora=False)
+    config["model"].update(cell_type_embedding=True, cell_type_dropout=0.5)
+    train(config, CELL_TYPES, prepared, tmp_path / "dropout")
+    model = load_model(tmp_path / "dropout" / "model.safetensors")
+    assert model.config.unknown_cell_type
+    weight = model.cell_type_embed.weight
+    assert weight.shape[0] == len(CELL_TYPES) + 1
+    assert weight[len(CELL_TYPES)].abs().sum() > 0  # the unknown row was trained
+    config["model"]["cell_type_dropout"] = 0.0
+    train(config, CELL_TYPES, prepared, tmp_path / "none")
+    plain = load_model(tmp_path / "none" / "model.safetensors")
+    assert not plain.config.unknown_cell_type
+    assert plain.cell_type_embed.weight.shape[0] == len(CELL_TYPES)
+
+
+def test_ema_weights_are_validated_exported_and_resumed_exactly(prepared, tmp_path, pinned_kernels):
+    """train.ema_decay > 0: the exported weights are the moving average (not the last step's),
+    and a run stopped after a checkpoint resumes to the same average as an uninterrupted one."""
+    config = make_config(max_steps=8, use_lora=False, ema_decay=0.9, eval_every=100)
+    whole = train(config, CELL_TYPES, prepared, tmp_path / "whole")
+    raw = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)
+    exported = load_model(whole / "model.safetensors").state_dict()
+    name = "head_mask.weight"
+    torch.testing.assert_close(exported[name], raw["ema"][name], rtol=0, atol=0)
+    assert not torch.equal(exported[name], raw["model"][name])  # the average lags the weights
+    assert model_metadata(whole / "model.safetensors")["ema_decay"] == 0.9
+    stopped = tmp_path / "stopped"
+    assert train(config, CELL_TYPES, prepared, stopped, stop_after=3) is None
+    train(config, CELL_TYPES, prepared, stopped)
+    again = load_model(stopped / "model.safetensors").state_dict()
+    assert all(torch.equal(again[k], exported[k]) for k in exported)

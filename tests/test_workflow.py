@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -90,8 +91,12 @@ def test_dry_run_of_the_shipped_config_plans_every_stage(tmp_path):
         "scan_motifs": 1,
         "prepare": 3,
         "train": 1,
+        "calibrate": 1,
         "evaluate": 1,
         "impute": 3,
+        "tracks": 3,
+        "anndata": 3,
+        "locus_view": 1,
     }
 
 
@@ -106,10 +111,11 @@ def test_a_fourth_cell_type_adds_exactly_its_prepare_and_impute_jobs(tmp_path):
     (tmp_path / "demo" / "peaks" / "demo_extra.narrowPeak.gz").write_bytes(b"")
     config = write_config(tmp_path, [*DEMO, "demo_extra"])
     four = job_counts(snakemake(tmp_path, "-n", "--cores", "1", "--configfile", config).stdout)
-    assert four["prepare"] == three["prepare"] + 1
-    assert four["impute"] == three["impute"] + 1
-    assert {k: v for k, v in four.items() if k not in ("prepare", "impute")} == {
-        k: v for k, v in three.items() if k not in ("prepare", "impute")
+    per_cell_type = ("prepare", "impute", "tracks", "anndata")
+    for rule in per_cell_type:
+        assert four[rule] == three[rule] + 1, rule
+    assert {k: v for k, v in four.items() if k not in per_cell_type} == {
+        k: v for k, v in three.items() if k not in per_cell_type
     }
 
 
@@ -118,6 +124,7 @@ def test_groups_give_one_train_and_evaluate_job_each(tmp_path):
     config = write_config(tmp_path, DEMO, train={"groups": groups})
     counts = job_counts(snakemake(tmp_path, "-n", "--cores", "1", "--configfile", config).stdout)
     assert counts["train"] == 2 and counts["evaluate"] == 2 and counts["impute"] == 3
+    assert counts["calibrate"] == 2
 
 
 def test_bad_config_fails_the_dry_run_naming_the_key(tmp_path):
@@ -183,6 +190,27 @@ def check_motif_sums(regions_path: Path, scan_dir: Path, covered: float) -> None
     assert expected.any(axis=1).mean() > covered  # the fraction of peaks with a hit
 
 
+def check_browser_outputs(results: Path, fai: Path) -> None:
+    """bigWig tracks hold each peak's raw value with the FASTA's sizes, each h5ad loads with
+    anndata, and the locus view has its default locus (issue 27)."""
+    import anndata
+    import pyBigWig
+
+    sizes = dict(line.split("\t")[:2] for line in fai.read_text().splitlines())
+    imputed = pd.read_parquet(results / "impute" / "all" / "demo_liver.parquet")
+    peaks = list(zip(imputed["chrom"], imputed["start"], strict=True))
+    for track, column in (("observed", "observed"), ("upper", "imputed_upper")):
+        with pyBigWig.open(str(results / "tracks" / "all" / f"demo_liver.{track}.bw")) as bw:
+            assert {c: str(n) for c, n in bw.chroms().items()} == sizes
+            got = [bw.values(c, s, s + 1)[0] for c, s in peaks]
+        expected = imputed[f"{column}_raw.accessibility"].to_numpy(np.float32)
+        np.testing.assert_array_equal(np.float32(got), expected)
+    adata = anndata.read_h5ad(results / "impute" / "all" / "demo_liver.h5ad")
+    assert adata.shape == (len(imputed), 282) and adata.uns["getdiff"]["model"]
+    assert list(adata.obs["region_id"]) == list(imputed["region_id"])
+    assert len(list((results / "tracks" / "all" / "loci").glob("chr11_*.png"))) == 1
+
+
 @pytest.mark.slow
 def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
     from getdiff.peaks import read_peak_file
@@ -231,18 +259,43 @@ def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
         "accessibility_spread.png",
         "per_feature_pearson.png",
         "training_curves.png",
+        "interval_reliability.png",
     }
+    # Every predictor's intervals are scored, at both levels, from the validation calibration.
+    assert metrics["intervals"]["calibration_split"] == "validation"
+    for scores in metrics["per_cell_type"].values():
+        for predictor in predictors:
+            intervals = scores["accessibility"][predictor]["intervals"]
+            assert set(intervals) == {"0.5", "0.9", "reliability"}
+            assert 0 <= intervals["0.5"]["coverage"] <= intervals["0.9"]["coverage"] <= 1
+            assert len(intervals["0.9"]["coverage_by_width_quintile"]) == 5
 
     imputed = pd.read_parquet(results / "impute" / "all" / "demo_liver.parquet")
     assert set(imputed["split"]) == {"validation", "test"}
     assert imputed["region_id"].is_unique
-    assert {"imputed.accessibility", "imputed_std.accessibility", "imputed_raw.CTCF"} <= set(
-        imputed.columns
+    bounds = {
+        f"imputed_{side}{raw}.{feature}"
+        for side in ("lower", "upper")
+        for raw in ("", "_raw")
+        for feature in ("accessibility", "CTCF")
+    }
+    assert {"imputed.accessibility", "imputed_raw.CTCF"} | bounds <= set(imputed.columns)
+    assert not any(c.startswith("imputed_std") for c in imputed.columns)  # not an uncertainty
+    for unit in ("", "_raw"):
+        lower = imputed[f"imputed_lower{unit}.accessibility"]
+        upper = imputed[f"imputed_upper{unit}.accessibility"]
+        assert (lower >= 0).all() and (lower < upper).all()
+    info = json.loads(
+        pq.read_schema(results / "impute" / "all" / "demo_liver.parquet").metadata[b"getdiff"]
     )
-    assert (imputed["imputed_std.accessibility"] > 0).all()  # two draws differ
-    for stage in ("prepare", "train", "evaluate", "impute"):
+    assert info["intervals"]["level"] == 0.9
+    assert info["intervals"]["calibration_split"] == "validation"
+    # impute draws 2 samples, evaluate (whose predictions were calibrated) 1: recorded, not silent
+    assert info["intervals"]["sampler_differences"] == ["num_samples: calibrated 1, here 2"]
+    for stage in ("prepare", "train", "calibrate", "evaluate", "impute", "tracks", "anndata"):
         assert any((results / "benchmarks" / stage).rglob("*.tsv")), stage
         assert any((results / "logs" / stage).rglob("*.log")), stage
+    check_browser_outputs(results, tmp_path / "demo" / "genome.fa.gz.fai")
 
     # Everything is up to date: a second run has nothing to do.
     again = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", config)
@@ -339,3 +392,34 @@ def test_a_fly_genome_with_a_jaspar_meme_file_runs_by_editing_the_config_only(tm
     assert np.isfinite(metrics["per_cell_type"]["fly_gut"]["accessibility"]["model"]["mse"])
     imputed = pd.read_parquet(results / "impute" / "all" / "fly_gut.parquet")
     assert "imputed.MA0013.1" in imputed.columns
+
+
+def test_a_users_configfile_names_what_it_inherits_from_the_shipped_config(tmp_path):
+    """Snakemake merges --configfile over config/config.yaml: every key the user's file leaves
+    out and the shipped demo config sets away from the schema's default is printed."""
+    (tmp_path / "config").mkdir()
+    for name in ("config.yaml", "cell_types.tsv"):
+        (tmp_path / "config" / name).write_text((ROOT / "config" / name).read_text())
+    user = tmp_path / "mine.yaml"
+    user.write_text(yaml.safe_dump({"model": {"preset": "tiny", "positions": "none"}}))
+    result = snakemake(tmp_path, "-n", "--configfile", str(user))
+    log = result.stdout + result.stderr
+    assert "so they apply" in log and "model.cell_type_embedding=true" in log
+    assert "model.positions" not in log  # the user set it
+    assert "model.preset" not in log  # the shipped value is the schema default
+    alone = snakemake(
+        tmp_path, "-n", "--configfile", str(user), "--replace-workflow-config", check=False
+    )
+    assert "so they apply" not in alone.stdout + alone.stderr
+
+
+def test_evaluate_cell_types_outside_the_group_are_calibrated_and_scored(tmp_path):
+    """Leave-cell-type-out: a model trained on two cell types is calibrated and evaluated on
+    the third's windows too (evaluate.cell_types); train reads only the group's."""
+    groups = {"two": ["demo_myeloid", "demo_lymphoid"]}
+    config = write_config(tmp_path, DEMO, train={"groups": groups}, evaluate={"cell_types": DEMO})
+    plan = snakemake(tmp_path, "-n", "-p", "--cores", "1", "--configfile", config).stdout
+    jobs = {block.split("\n", 1)[0].strip(): block for block in plan.split("rule ")[1:]}
+    for rule in ("calibrate:", "evaluate:"):
+        assert "prepare/demo_liver/windows_" in jobs[rule], rule
+    assert "prepare/demo_liver/" not in jobs["train:"]

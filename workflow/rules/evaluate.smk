@@ -5,11 +5,12 @@ rule evaluate:
     input:
         model=rules.train.output.model,
         history=rules.train.output.history,
+        calibration=rules.calibrate.output[0],
         windows=lambda wildcards: prepared(
-            GROUPS[wildcards.group], [windows_file(config["evaluate"]["split"])]
+            evaluated(wildcards.group), [windows_file(config["evaluate"]["split"])]
         ),
         # the ridge baseline is fitted on each cell type's training windows
-        training=lambda wildcards: prepared(GROUPS[wildcards.group], [windows_file("train")]),
+        training=lambda wildcards: prepared(evaluated(wildcards.group), [windows_file("train")]),
     output:
         metrics=RESULTS / "evaluate" / "{group}" / "metrics.json",
         per_feature=RESULTS / "evaluate" / "{group}" / "metrics_per_feature.tsv",
@@ -32,8 +33,10 @@ rule evaluate:
         runtime=120,
     params:
         getdiff=GETDIFF,
-        config=stage_config_json(config, "task", "diffusion", "train", "evaluate"),
+        config=stage_config_json(
+            config, "task", "diffusion", "train", "evaluate", "model.unseen_cell_types"
+        ),
         prepared=RESULTS / "prepare",
         outdir=lambda wildcards, output: Path(output.metrics).parent,
     shell:
-        "{params.getdiff} evaluate --config-json {params.config:q} --group {wildcards.group} --model {input.model} --history {input.history} --prepared-dir {params.prepared} --outdir {params.outdir} --threads {threads} > {log} 2>&1"
+        "{params.getdiff} evaluate --config-json {params.config:q} --group {wildcards.group} --model {input.model} --calibration {input.calibration} --history {input.history} --prepared-dir {params.prepared} --outdir {params.outdir} --threads {threads} > {log} 2>&1"

@@ -4,6 +4,7 @@
 rule impute:
     input:
         model=rules.train.output.model,
+        calibration=rules.calibrate.output[0],
         windows=lambda wildcards: prepared(
             [wildcards.cell_type], [windows_file(s) for s in config["impute"]["splits"]]
         ),
@@ -22,7 +23,9 @@ rule impute:
         runtime=120,
     params:
         getdiff=GETDIFF,
-        config=stage_config_json(config, "task", "prepare", "diffusion", "impute"),
+        config=stage_config_json(
+            config, "task", "prepare", "diffusion", "impute", "model.unseen_cell_types"
+        ),
         prepared=RESULTS / "prepare",
     shell:
-        "{params.getdiff} impute --config-json {params.config:q} --model {input.model} --cell-type {wildcards.cell_type} --prepared-dir {params.prepared} --output {output} --threads {threads} > {log} 2>&1"
+        "{params.getdiff} impute --config-json {params.config:q} --model {input.model} --calibration {input.calibration} --cell-type {wildcards.cell_type} --prepared-dir {params.prepared} --output {output} --threads {threads} > {log} 2>&1"
