@@ -236,20 +236,32 @@ def _bgzf_blocks(path: Path, start: int = 0) -> Iterator[list[tuple[memoryview, 
                 return
 
 
-def _inflate(path: Path, blocks: list[tuple[memoryview, int]]) -> tuple[bytes, np.ndarray]:
-    """The blocks inflated into one buffer, and the offset at which each block starts in it."""
+def _inflate(
+    path: Path, blocks: list[tuple[memoryview, int]], carry: np.ndarray, buffer: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``carry`` then the blocks inflated, in ``buffer`` (reused from chunk to chunk: no page
+    faults for a fresh one each time; a larger one when it is too small), with four zero bytes
+    after them; and the offset of each block in it."""
     decompress, errors = _inflater()
+    sizes = np.array([isize for _, isize in blocks], dtype=np.int64)
+    starts = len(carry) + np.cumsum(sizes) - sizes
+    end = len(carry) + int(sizes.sum())
+    if len(buffer) < end + len(PADDING):
+        buffer = np.empty(2 * (end + len(PADDING)), dtype=np.uint8)
+    buffer[: len(carry)] = carry
     try:
-        parts = [decompress(payload, -15, max(isize, 1)) for payload, isize in blocks]
+        for (payload, isize), at in zip(blocks, starts.tolist(), strict=True):
+            part = decompress(payload, -15, max(isize, 1))
+            if len(part) != isize:
+                raise InputError(
+                    path, "cannot be read as BAM/CRAM (a BGZF block's size differs from ISIZE)"
+                )
+            buffer[at : at + isize] = np.frombuffer(part, dtype=np.uint8)
     except errors as err:
         raise InputError(path, f"cannot be read as BAM/CRAM (corrupt BGZF block: {err})") from None
-    sizes = np.array([len(part) for part in parts], dtype=np.int64)
-    if not np.array_equal(sizes, [isize for _, isize in blocks]):
-        raise InputError(
-            path, "cannot be read as BAM/CRAM (a BGZF block's size differs from ISIZE)"
-        )
     # Four zero bytes past the end keep an int32 read at the end in bounds (see _walk).
-    return b"".join([*parts, bytes(len(PADDING))]), np.cumsum(sizes) - sizes
+    buffer[end : end + len(PADDING)] = 0
+    return buffer, starts
 
 
 def _at_every_byte(buffer: np.ndarray, dtype: str) -> np.ndarray:
@@ -370,20 +382,23 @@ def _fields(path: Path, buffer: np.ndarray, offsets: np.ndarray) -> tuple[np.nda
 
 def _bam_records(path: Path, start: int | None = None) -> Iterator[tuple[np.ndarray, ...]]:
     """(refid, flag, mapq, start, end) arrays of the BAM's records in file order, one chunk of
-    CHUNK_BYTES compressed at a time (memory: one chunk); from the first record, or from the
-    virtual offset ``start`` (compressed offset << 16 | offset in the block) of one."""
-    carry = np.empty(0, dtype=np.uint8)
+    CHUNK_BYTES compressed at a time (memory: one inflated chunk, reused); from the first
+    record, or from the virtual offset ``start`` (compressed offset << 16 | offset in the
+    block) of one."""
+    carry, reused = np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint8)
     first = None if start is None else start & 0xFFFF
-    for data, blocks in (_inflate(path, b) for b in _bgzf_blocks(path, (start or 0) >> 16)):
-        padded = np.frombuffer(data, dtype=np.uint8)
+    for chunk in _bgzf_blocks(path, (start or 0) >> 16):
+        reused, blocks = _inflate(path, chunk, carry, reused)
         if len(carry):  # a record cut by the last chunk's end: one segment with the first block
-            padded, blocks = np.concatenate([carry, padded]), blocks[1:] + len(carry)
-        buffer = padded[: -len(PADDING)]
+            blocks = blocks[1:]
+        limit = len(carry) + sum(isize for _, isize in chunk)
+        padded = reused[: limit + len(PADDING)]
+        buffer = padded[:limit]
         if first is None and (first := _header_length(buffer)) is None:
             carry = buffer.copy()
             continue
         size = _at_every_byte(padded, "<i4")  # the int32 at every byte, one past the end too
-        offsets, tail = _record_offsets(path, size, first, blocks, len(buffer))
+        offsets, tail = _record_offsets(path, size, first, blocks, limit)
         first, carry = 0, buffer[tail:].copy()
         if len(offsets):
             yield _fields(path, buffer, offsets)

@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from getdiff.errors import GetdiffError, InputError, raise_first_bad_line
+from getdiff.indexes import check_index
 from getdiff.intervals import (
     CATEGORY,
     COORDINATE,
@@ -402,12 +403,27 @@ class _Resolver:
 
 
 def _reads_by_index(scan: Path, use_index: bool | None) -> bool:
-    """Whether to query the scan by region (tabix) rather than stream it."""
+    """Whether to query the scan by region (tabix) rather than stream it. A .tbi older than the
+    scan (:func:`getdiff.indexes.check_index`) is refused when asked for, else streamed past."""
     if use_index is None:
-        return scan_has_index(scan) and scan.stat().st_size >= INDEX_MIN_BYTES
+        chosen = scan_has_index(scan) and scan.stat().st_size >= INDEX_MIN_BYTES
+        if chosen and not _fresh_tbi(scan, required=False):
+            return False
+        return chosen
     if use_index and not scan_has_index(scan):
         raise InputError(scan, "expected a bgzipped scan with a .tbi index beside it (and pysam)")
-    return use_index
+    return use_index and _fresh_tbi(scan, required=True)
+
+
+def _fresh_tbi(scan: Path, required: bool) -> bool:
+    try:
+        check_index(scan, [Path(f"{scan}.tbi")], f"tabix -f -p bed {scan}")
+    except InputError as err:
+        if required:
+            raise
+        log.warning("%s; the scan is streamed instead", err)
+        return False
+    return True
 
 
 def _chunk_pairs(

@@ -21,6 +21,11 @@ Scores (docs/DATA_CONTRACT.md, "Motif scanning"):
 - lowercase (soft-masked) bases are scanned like uppercase; a window holding any other letter
   (N, IUPAC codes) is never a hit (nor one that runs past a peak region's end).
 
+Inputs are checked before any scanning: the FASTA's index against the FASTA
+(:func:`getdiff.indexes.check_fasta_index`: rebuilt or refused), the peaks against the
+chromosome lengths (:func:`getdiff.intervals.check_within_lengths`), every fetched base against
+the IUPAC letters. Worker processes die with the scan, SIGKILL included (:func:`worker_pool`).
+
 Outputs in DIR, written as one set: ``motif_scan.tsv.gz`` (``chrom start end name score strand``,
 0-based, bgzip, sorted) with its tabix index, ``motifs.tsv`` (per motif: width, sites, threshold,
 hits) and ``motif_names.txt`` (the motif names in file order: the feature list when no

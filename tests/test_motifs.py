@@ -248,3 +248,25 @@ def test_tabix_query_gives_the_same_sums_as_streaming(tmp_path):
     expected = [[0, 2, 0], [0, 2, 3], [4, 2, 0], [0, 0, 5]]
     np.testing.assert_array_equal(streamed, expected)
     np.testing.assert_array_equal(queried, expected)
+
+
+def test_a_tbi_older_than_its_scan_is_refused_or_streamed_past(tmp_path, monkeypatch, caplog):
+    import os
+
+    import getdiff.motifs
+
+    pysam = pytest.importorskip("pysam")
+    peaks = peaks_frame([("chr1", 100, 200), ("chr2", 5, 8)])
+    plain = tmp_path / "scan.bed"
+    plain.write_text("chr1\t150\t160\tA\t1\nchr2\t1\t6\tC\t5\n")
+    scan = tmp_path / "scan.bed.gz"
+    pysam.tabix_compress(str(plain), str(scan))
+    pysam.tabix_index(str(scan), preset="bed")
+    old = scan.stat().st_mtime - 100
+    os.utime(f"{scan}.tbi", (old, old))  # the scan rewritten after indexing
+    with pytest.raises(InputError, match=r"scan.bed.gz.tbi: this index does not fit .*tabix -f"):
+        dense_sums(scan, peaks, CLUSTERS, use_index=True)
+    monkeypatch.setattr(getdiff.motifs, "INDEX_MIN_BYTES", 0)  # would be queried by region
+    streamed, _ = dense_sums(scan, peaks, CLUSTERS)
+    np.testing.assert_array_equal(streamed, [[1, 0, 0], [0, 0, 5]])
+    assert any("streamed instead" in r.getMessage() for r in caplog.records)
