@@ -23,11 +23,20 @@ mapping quality >= ``min_mapq``, and, each configurable, not duplicate, secondar
 supplementary or QC-fail, optionally properly paired only. Unmapped reads never count: they have
 no 5' end on the reference.
 
-Reading: only contigs named like a peak chromosome (:class:`getdiff.insertions.SiteTally`
-checks or harmonises ``1`` vs ``chr1``) are fetched through the index, in chunks of
-``CHUNK_READS`` reads; per read only pysam's four attribute reads run in Python, into typed
-arrays; filters, shifts and the per-peak count are numpy over the chunk (the tally sorts the
-sites and binary-searches each peak). Memory is one chunk plus the peaks.
+Reading a BAM (no per-read Python code): pysam checks the header and the index, then the file
+itself is read CHUNK_BYTES of compressed data at a time, its BGZF blocks inflated (ISA-L where
+python-isal is installed, else zlib) into one reused buffer, and the records found by walking
+their ``block_size`` fields from every block start at once (numpy, one step per record of a
+block; a block counts only when the walk of the one before ended at its start, so records
+straddling blocks are found exactly, one by one from there). Flag, refID, position, MAPQ and
+the CIGAR's reference length are gathered with numpy. With a ``.bai``, only references named
+like a peak chromosome (:class:`getdiff.insertions.SiteTally` checks or harmonises ``1`` vs
+``chr1``) are read, from their first record's offset in the index, and ``threads`` > 1 forks
+that many processes over whole references of about equal size; without one (``.csi``) the
+file is read once through. A CRAM goes through pysam's iterator, ``CHUNK_READS`` reads at a
+time (per read only its four attribute reads run in Python). Filters, shifts and the per-peak
+count are numpy over the chunk (the tally sorts the sites and binary-searches each peak).
+Memory is one chunk per process plus the peaks.
 
 Errors (one line, naming the file): no index, or a sort order other than coordinate (with the
 samtools command that fixes it), not a BAM/CRAM, a naming mismatch with the peaks, no read on
@@ -59,7 +68,7 @@ from getdiff.insertions import CountSummary, SiteTally
 log = logging.getLogger(__name__)
 
 CHUNK_READS = 1 << 20  # CRAM reads per vectorised chunk: ~40 MiB of arrays, bounds memory
-CHUNK_BYTES = 4 << 20  # compressed BAM bytes per chunk (~12 MiB inflated; larger: page faults)
+CHUNK_BYTES = 4 << 20  # compressed BAM bytes per chunk (~12 MiB inflated; measured best)
 BGZF_MAGIC = b"\x1f\x8b\x08\x04"  # gzip member with extra fields (SAM spec 4.1)
 # A record's fixed fields (SAM spec 4.2) and one CIGAR operation (length << 4 | op).
 RECORD = np.dtype(

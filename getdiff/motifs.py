@@ -26,7 +26,8 @@ scan while the peaks load (:func:`scan_read_ahead`). Each chunk's overlapping (p
 found by binary search
 (:func:`getdiff.intervals.overlap_pairs`) and summed per (peak, cluster) by scipy's COO -> CSR.
 Memory is bounded by the sums plus a few blocks of the scan, never by the scan's size. With a
-bgzipped scan larger than 1 GiB, a ``.tbi`` index beside it and pysam importable, only the peaks'
+bgzipped scan larger than 1 GiB, a ``.tbi`` index beside it (not older than the scan, else the
+scan is streamed; :func:`getdiff.indexes.check_index`) and pysam importable, only the peaks'
 regions are read by tabix query instead (:func:`aggregate_motif_scores` ``use_index``):
 streaming parses ~2-5 M lines/s, a query returns ~0.15 M hits/s, so querying only pays off when
 most of the scan lies outside the peaks.
