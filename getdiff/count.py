@@ -100,9 +100,7 @@ def _rules(args: argparse.Namespace, defaults: dict[str, Any]) -> ReadFilter:
 
 
 def run(args: argparse.Namespace) -> None:
-    threads = args.threads or len(os.sched_getaffinity(0))
-    if threads < 1:
-        raise GetdiffError(f"--threads must be >= 1, got {threads}")
+    threads = args.threads or len(os.sched_getaffinity(0))  # cli checks a given one is >= 1
     if args.group is not None and args.barcodes is None:
         raise GetdiffError("--group needs --barcodes (a barcode<TAB>group table)")
     defaults = prepare_defaults()

@@ -315,5 +315,5 @@ def test_cli_threads_bound_the_work_and_give_the_same_files(tmp_path, toy, capsy
     )
     assert calls == [1, 4]
     assert main([*args, str(tmp_path / "none"), "--threads", "0"]) == 2
-    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    assert "--threads 0: expected a whole number >= 1" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
