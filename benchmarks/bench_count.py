@@ -231,7 +231,12 @@ def bench_fragments(
     result = {"fragments": n_fragments, "file_mib": frag.stat().st_size / 2**20}
     me = [sys.executable, __file__]
     tools = {f"getdiff -T{t}": getdiff_count(frag, peaks, outdir / "f.tsv", t) for t in (1, 2)}
+    import importlib.util
+
     for decoder in ("arrow", "isal"):
+        if decoder == "isal" and importlib.util.find_spec("isal") is None:
+            print("ISA-L prototype skipped (pip install isal, the 'fast' extra)", file=sys.stderr)
+            continue
         tools[f"prototype ({decoder} gzip)"] = [*me, "--prototype", decoder, frag, peaks]
     python = ensure_peers_venv(venv, ["snapatac2"]) if venv is not None else None
     if python is None:

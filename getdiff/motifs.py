@@ -294,12 +294,22 @@ def _read_chunks(path: str | Path, chunk_lines: int) -> Iterator[_Hits]:
                 yield _validate_chunk(path, chunk, lines)
     except pd.errors.EmptyDataError:
         return
-    except pd.errors.ParserError as err:
-        raise InputError(path, f"malformed scan: {err}; expected {_SCAN_COLUMNS}") from None
-    except ValueError as err:
-        if "Usecols" in str(err) or "usecols" in str(err):
-            raise InputError(path, f"expected at least {_SCAN_COLUMNS}", header + 1) from None
+    except ValueError as err:  # pandas < 3 raises its ParserError for a short first line too
+        if "usecols" in str(err).lower():
+            line = _first_short_line(path, header)
+            raise InputError(path, f"expected at least {_SCAN_COLUMNS}", line) from None
+        if isinstance(err, pd.errors.ParserError):
+            raise InputError(path, f"malformed scan: {err}; expected {_SCAN_COLUMNS}") from None
         raise
+
+
+def _first_short_line(path: str | Path, header: int, fields: int = 5) -> int:
+    """The number of the first data line with fewer than ``fields`` tab-separated fields."""
+    with open_text(path) as handle:
+        for number, text in enumerate(handle, start=1):
+            if number > header and len(text.rstrip("\r\n").split("\t")) < fields:
+                return number
+    return header + 1
 
 
 def _indexed_chunks(
