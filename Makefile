@@ -16,7 +16,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[workflow,cluster,tabix,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[workflow,cluster,dev]"
 	touch $@
 
 demo: venv

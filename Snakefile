@@ -29,9 +29,18 @@ include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/impute.smk"
 include: "workflow/rules/tracks.smk"
+include: "workflow/rules/interpret.smk"
 
 
 rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onstart:
+    check_slurm_requests()
+
+
+onerror:
+    explain_slurm_failures(log)

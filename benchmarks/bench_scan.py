@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from getdiff.paths import SCAN_DIR, SCAN_FILES
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "scan"
 HG38_BASES = 3.1e9
@@ -83,7 +85,7 @@ def run(n_peaks: int, motifs: str, threads: int, outdir: Path) -> dict:
         raise SystemExit(done.stderr)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     table = np.genfromtxt(
-        outdir / "results" / "scan" / "motifs.tsv", delimiter="\t", names=True, dtype=None
+        outdir / "results" / SCAN_DIR / SCAN_FILES["motifs"], delimiter="\t", names=True, dtype=None
     )
     scanned = [line for line in done.stderr.splitlines() if "scanning" in line][0]
     megabases = float(scanned.split(" Mb")[0].rsplit(", ", 1)[1])

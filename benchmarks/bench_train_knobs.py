@@ -157,10 +157,12 @@ def _child(args: argparse.Namespace, *extra: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from getdiff.defaults import DEFAULTS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="mid")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--regions", type=int, default=900)
+    parser.add_argument("--regions", type=int, default=DEFAULTS["prepare"]["window_size"])
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

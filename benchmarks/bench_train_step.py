@@ -44,13 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference_model import ReferenceModel, reference_loss, reference_optimizer  # noqa: E402
 
+from getdiff.defaults import DEFAULTS  # noqa: E402
 from getdiff.diffusion import GaussianDiffusion, random_masks, random_timesteps  # noqa: E402
 from getdiff.model import ModelConfig, build_model, make_config, train_step_flops  # noqa: E402
 from getdiff.train import configure_optimizer  # noqa: E402
 
 VARIANTS = ("reference", "getdiff", "getdiff-bf16", "getdiff-fused", "getdiff-rotary")
 EXTRA_VARIANTS = ("getdiff-lora",)  # only on request (--variants)
-LR, WEIGHT_DECAY, GRAD_CLIP = 1e-4, 0.05, 1.0
+TRAIN = DEFAULTS["train"]  # the schema's training defaults
+LR, WEIGHT_DECAY, GRAD_CLIP = TRAIN["lr"], TRAIN["weight_decay"], TRAIN["grad_clip"]
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
@@ -67,12 +69,13 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int 
 
 
 def make_batch(config: ModelConfig, batch: int, regions: int, seed: int = 0) -> dict:
-    """x0 in [0, 1), masks (mask_ratio of the regions), t and noise: one fixed batch."""
+    """x0 in [0, 1), masks (diffusion.mask_ratio of the regions), t and noise: one fixed batch."""
     g = torch.Generator().manual_seed(seed)
+    diffusion = DEFAULTS["diffusion"]
     return {
         "x0": torch.rand(batch, regions, config.num_motif, generator=g),
-        "mask": random_masks(batch, regions, config.mask_ratio, generator=g),
-        "t": random_timesteps(batch, 1000, generator=g),
+        "mask": random_masks(batch, regions, diffusion["mask_ratio"], generator=g),
+        "t": random_timesteps(batch, diffusion["num_timesteps"], generator=g),
         "noise": torch.randn(batch, regions, config.num_motif, generator=g),
         # midpoints ~3 kb apart, as in a dense ATAC peak set
         "positions": 1e6 + torch.rand(batch, regions, generator=g).mul(6e3).cumsum(dim=1).double(),

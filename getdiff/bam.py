@@ -38,10 +38,15 @@ time (per read only its four attribute reads run in Python). Filters, shifts and
 count are numpy over the chunk (the tally sorts the sites and binary-searches each peak).
 Memory is one chunk per process plus the peaks.
 
-Errors (one line, naming the file): no index, or a sort order other than coordinate (with the
-samtools command that fixes it), not a BAM/CRAM, a naming mismatch with the peaks, no read on
-the peaks' chromosomes, no read passing the filters, no site in any peak. Logged: reads on the
-peaks' chromosomes, reads dropped per filter, sites in peaks, the share of peaks with sites.
+Errors (one line, naming the file): no index, an index older than the file or (``.bai``) whose
+references and first records do not fit it (:func:`check_alignment_index`: a BAM rewritten
+after indexing is never read through its old index), or a sort order other than coordinate
+(each with the samtools command that fixes it), not a BAM/CRAM, a naming mismatch with the
+peaks, a peak on a chromosome the header lacks or ending past its length
+(:func:`getdiff.intervals.check_within_lengths`: its reads cannot be there, so its count would
+be a silent 0), no read on the peaks' chromosomes, no read passing the filters, no site in any
+peak. Logged: reads on the peaks' chromosomes, reads dropped per filter, sites in peaks, the
+share of peaks with sites.
 """
 
 from __future__ import annotations
@@ -49,11 +54,12 @@ from __future__ import annotations
 import array
 import contextlib
 import copy
+import functools
 import itertools
 import logging
 import multiprocessing
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,7 +69,10 @@ import numpy as np
 import pandas as pd
 
 from getdiff.errors import InputError
+from getdiff.indexes import check_index
 from getdiff.insertions import CountSummary, SiteTally
+from getdiff.intervals import check_within_lengths
+from getdiff.io import check_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +157,11 @@ def _sort_command(path: Path) -> str:
 
 def open_alignments(path: str | Path) -> Any:
     """The BAM/CRAM opened with pysam, checked to be coordinate-sorted and indexed."""
+    import pysam  # 40 ms to import; only a BAM/CRAM counts_file needs it
+
     path = Path(path)
-    try:
-        import pysam
-    except ImportError:
-        raise InputError(
-            path, "is a BAM/CRAM; counting reads needs pysam (pip install 'getdiff[tabix]')"
-        ) from None
+    for index in _index_paths(path):
+        check_regular_file(index)  # htslib would block on a named pipe, or skip it unsaid
     options = [f"required_fields={CRAM_FIELDS:#x}".encode()] if _is_cram(path) else []
     try:
         # No htslib decompression threads: they gave no measurable speed here, and with them
@@ -172,7 +179,93 @@ def open_alignments(path: str | Path) -> Any:
         bam.close()
         fix = f"samtools index {path}" if order == "coordinate" else _sort_command(path)
         raise InputError(path, f"has no index (.bai/.csi/.crai) beside it; fix: {fix}")
+    try:
+        check_alignment_index(path, bam.nreferences)
+    except BaseException:
+        bam.close()
+        raise
     return bam
+
+
+def _index_paths(path: Path) -> list[Path]:
+    """The index files beside ``path`` that htslib may open for it (``x.bam.bai``, ``x.bai``,
+    ``x.bam.csi``, ``x.csi``; ``x.cram.crai``, ``x.crai``)."""
+    suffixes = (".crai",) if _is_cram(path) else (".bai", ".csi")
+    found: list[Path] = []
+    for suffix in suffixes:
+        for candidate in (Path(f"{path}{suffix}"), path.with_suffix(suffix)):
+            if candidate.exists() and not candidate.is_dir() and candidate not in found:
+                found.append(candidate)
+    return found
+
+
+def check_alignment_index(path: str | Path, n_refs: int) -> None:
+    """Refuse an index of ``path`` that is older than it, or a ``.bai`` whose reference count or
+    first records do not fit it (:func:`getdiff.indexes.check_index`): read through it, a BAM
+    rewritten after indexing gives other reads, and peaks undercounted without a word."""
+    path = Path(path)
+    for index in _index_paths(path):
+        validate = None
+        if index.suffix == ".bai":
+            validate = functools.partial(_bai_problem, path, index, n_refs)
+        check_index(path, [index], _index_command(path, index), validate=validate, exhaustive=False)
+
+
+def _index_command(path: Path, index: Path) -> str:
+    """The samtools command that rebuilds ``index`` (one samtools does not write by that name
+    is removed, so that no stale copy is left beside the new one)."""
+    if index == Path(f"{path}.csi"):
+        return f"samtools index -c {path}"
+    if index in (Path(f"{path}.bai"), Path(f"{path}.crai")):
+        return f"samtools index {path}"
+    return f"rm {index} && samtools index {path}"
+
+
+def _bai_problem(path: Path, index: Path, n_refs: int) -> str | None:
+    """What does not fit between the BAM and its ``.bai``: the number of references, or a
+    reference's first record (its virtual offset must hold a record of that reference)."""
+    data = index.read_bytes()
+    if data[:4] != b"BAI\x01":
+        return "not a BAM index (no BAI magic bytes)"
+    listed = int.from_bytes(data[4:8], "little")
+    if listed != n_refs:
+        return f"it lists {listed} references, the BAM's header {n_refs} (another BAM's index?)"
+    try:
+        firsts = _bai_firsts(data, n_refs)
+    except (ValueError, IndexError):
+        return "not a readable BAM index (truncated)"
+    size = path.stat().st_size
+    for ref, offset in enumerate(firsts):
+        if offset is None:
+            continue
+        if offset >> 16 >= size or _refid_at(path, offset) != ref:
+            return (
+                f"reference {ref}'s first record (virtual offset {offset}) is not a record of "
+                "that reference in the BAM (the index of another BAM, or of this one before it "
+                "was rewritten)"
+            )
+    return None
+
+
+def _refid_at(path: Path, offset: int) -> int | None:
+    """The refID of the record at the virtual ``offset`` (None: no BGZF block or record there)."""
+    decompress, errors = _inflater()
+    data = b""
+    with open(path, "rb") as handle:
+        handle.seek(offset >> 16)
+        while len(data) < (offset & 0xFFFF) + 8:
+            head = handle.read(18)
+            if len(head) < 18 or head[:4] != BGZF_MAGIC:
+                return None
+            block = handle.read(int.from_bytes(head[16:18], "little") + 1 - 18)
+            try:
+                data += decompress(block[:-8], -15)
+            except errors:
+                return None
+    at = offset & 0xFFFF
+    if int.from_bytes(data[at : at + 4], "little", signed=True) < 32:
+        return None
+    return int.from_bytes(data[at + 4 : at + 8], "little", signed=True)
 
 
 def _is_cram(path: Path) -> bool:
@@ -429,6 +522,11 @@ def _first_records(path: Path, n_refs: int) -> list[int | None] | None:
     data = index.read_bytes()
     if data[:4] != b"BAI\x01" or int.from_bytes(data[4:8], "little") != n_refs:
         return None
+    return _bai_firsts(data, n_refs)
+
+
+def _bai_firsts(data: bytes, n_refs: int) -> list[int | None]:
+    """Per reference, the smallest chunk start of its bins in the ``.bai`` bytes ``data``."""
     at, firsts = 8, []
     for _ in range(n_refs):
         n_bins, at, smallest = _i32(data, at), at + 4, None
@@ -606,6 +704,29 @@ def _count_bam(
         stats.merge(part)
 
 
+def _check_peaks_in_header(
+    path: Path,
+    peaks: pd.DataFrame,
+    tally: SiteTally,
+    lengths: dict[str, int],
+    source: str | Path,
+    chromosomes: Collection[str] | None,
+) -> None:
+    """Refuse a peak (on ``chromosomes``; None: every peak) on a chromosome the BAM's header
+    lacks or ending past its length there: no read of this file can be in it."""
+    by_peak = {}
+    for name, length in lengths.items():
+        target = tally.peak_chrom(name)  # a strict naming mismatch is an error here
+        if target is not None:
+            by_peak[target] = length
+    if not by_peak:  # no peak chromosome at all: SiteTally.check names what the file has
+        return
+    table = peaks if chromosomes is None else peaks[peaks["chrom"].isin(list(chromosomes))]
+    if "line" not in table:
+        table = table.assign(line=np.arange(1, len(table) + 1))
+    check_within_lengths(source or path, table, by_peak, f"the header of {path}")
+
+
 def count_reads(
     path: str | Path,
     peaks: pd.DataFrame,
@@ -613,13 +734,16 @@ def count_reads(
     source: str | Path = "",
     chrom_naming: str = "strict",
     threads: int = 1,
+    chromosomes: Collection[str] | None = None,
 ) -> tuple[np.ndarray, CountSummary]:
     """(n_peaks,) int64 insertion sites of the BAM/CRAM's kept reads inside each peak, and the
     summary (reads on the peaks' chromosomes, kept, sites in peaks).
 
-    ``peaks`` needs chrom, start, end; ``rules`` says which reads count and whether to shift;
-    ``source`` names the peak file in errors; ``chrom_naming`` is ``strict`` or ``harmonise``;
-    ``threads`` BGZF inflating threads (BAM).
+    ``peaks`` needs chrom, start, end (and ``line``, the peak file's line, for errors);
+    ``rules`` says which reads count and whether to shift; ``source`` names the peak file in
+    errors; ``chrom_naming`` is ``strict`` or ``harmonise``; ``threads`` BGZF inflating
+    threads (BAM); the peaks on ``chromosomes`` (None: every peak) must lie within the
+    header's sequences.
     """
     path = Path(path)
     tally = SiteTally(peaks, path, source, chrom_naming)
@@ -628,6 +752,8 @@ def count_reads(
     cram = _is_cram(path)
     references = list(bam.references)
     try:
+        lengths = dict(zip(references, bam.lengths, strict=True))
+        _check_peaks_in_header(path, peaks, tally, lengths, source, chromosomes)
         if cram:
             for contig in references:
                 target = tally.peak_chrom(contig)
@@ -668,9 +794,17 @@ def count_read_insertions(
     source: str | Path = "",
     chrom_naming: str = "strict",
     threads: int = 1,
+    chromosomes: Collection[str] | None = None,
 ) -> np.ndarray:
     """The per-peak counts of :func:`count_reads`."""
-    return count_reads(path, peaks, rules, source, chrom_naming, threads)[0]
+    return count_reads(path, peaks, rules, source, chrom_naming, threads, chromosomes)[0]
 
 
-__all__ = ["ReadFilter", "count_read_insertions", "count_reads", "open_alignments", "read_filter"]
+__all__ = [
+    "ReadFilter",
+    "check_alignment_index",
+    "count_read_insertions",
+    "count_reads",
+    "open_alignments",
+    "read_filter",
+]

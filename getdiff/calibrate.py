@@ -1,9 +1,11 @@
 """Calibrate a model group's predictive intervals on the validation chromosomes.
 
 Every predictor evaluate scores (the model with evaluate's sampler, and each baseline) predicts
-the validation regions of each cell type of the group, each region masked once as in evaluate;
-their residuals give, per cell type, predictor and predicted feature, the binned split-conformal
-bounds of getdiff.conformal at each level of ``--level`` and of the reliability grid. The test
+the validation regions of each cell type the group's model is scored on (evaluate.cell_types) or
+imputes (the group's and those whose sheet column impute_with names it), each region masked once
+as in evaluate; their residuals give, per cell type, predictor and predicted feature, the binned
+split-conformal bounds of getdiff.conformal at each level of ``--level`` and of the reliability
+grid. The test
 chromosomes are never read. Evaluate scores the coverage of these intervals on its split, and
 impute writes the model's around each imputed value, so the intervals a user reads are the ones
 whose coverage was measured.
@@ -23,7 +25,13 @@ from pathlib import Path
 
 import torch
 
-from getdiff.config import add_config_arguments, config_from_args, load_cell_types, train_groups
+from getdiff.config import (
+    add_config_arguments,
+    config_from_args,
+    imputed_cell_types,
+    load_cell_types,
+    train_groups,
+)
 from getdiff.conformal import (
     CALIBRATION_SPLIT,
     RELIABILITY_LEVELS,
@@ -70,6 +78,7 @@ def calibrate_group(
         device,
         task,
         CALIBRATION_SPLIT,
+        unseen,
     )
     levels = sorted({*levels, *RELIABILITY_LEVELS})
     fits = {
@@ -115,13 +124,16 @@ def run(args: argparse.Namespace) -> None:
     if not 0 < level < 1:
         raise GetdiffError(f"--level must lie between 0 and 1, got {level}")
     torch.set_num_threads(args.threads)
-    cell_types = list(load_cell_types(config["cell_types"]).index)
+    sheet = load_cell_types(config["cell_types"])
+    cell_types = list(sheet.index)
     members = train_groups(config, cell_types)
     if args.group not in members:
         raise GetdiffError(f"unknown group {args.group!r}; configured: {sorted(members)}")
     make_directory(Path(args.output).parent)
     prepared = Path(args.prepared_dir)
-    group = evaluated_cell_types(config, members[args.group], cell_types)
+    # The cell types evaluate scores and those impute serves (the sheet's impute_with too).
+    scored = evaluated_cell_types(config, members[args.group], cell_types)
+    group = list(dict.fromkeys([*scored, *imputed_cell_types(config, sheet)[args.group]]))
     calibrate_group(
         args.model,
         {ct: windows_path(prepared, ct, CALIBRATION_SPLIT) for ct in group},

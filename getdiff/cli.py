@@ -29,6 +29,7 @@ COMMANDS = {
     "tracks": "tracks",
     "export-h5ad": "export",
     "plot-locus": "locus",
+    "interpret": "interpret",
 }
 
 

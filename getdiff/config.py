@@ -18,31 +18,12 @@ import jsonschema
 import pandas as pd
 import yaml
 
+from getdiff.defaults import CELL_TYPES_SCHEMA, CONFIG_SCHEMA, DATA_DIR, DEFAULTS  # noqa: F401
+from getdiff.defaults import inject_defaults as _inject_defaults
+from getdiff.defaults import read_schema as _read_schema
 from getdiff.errors import ConfigError
-
-DATA_DIR = Path(__file__).parent / "data"
-CONFIG_SCHEMA = DATA_DIR / "config.schema.yaml"
-CELL_TYPES_SCHEMA = DATA_DIR / "cell_types.schema.yaml"
-
-
-# libyaml reads the schema in 4 ms, the pure-Python loader in 45 ms (twice per command).
-_SCHEMA_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _read_schema(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=_SCHEMA_LOADER)
-
-
-def _inject_defaults(instance: Any, schema: dict[str, Any]) -> None:
-    """Fill in ``default`` values of object properties, recursively (like snakemake's validate)."""
-    if not isinstance(instance, dict):
-        return
-    for key, sub in schema.get("properties", {}).items():
-        if key not in instance and "default" in sub:
-            instance[key] = deepcopy(sub["default"])
-        if key in instance:
-            _inject_defaults(instance[key], sub)
+from getdiff.io import check_regular_file
+from getdiff.paths import SCAN_DIR, SCAN_FILES
 
 
 def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
@@ -70,8 +51,27 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
                 f"taken from diffusion.num_timesteps {diffusion['num_timesteps']}; expected at "
                 "most that many"
             )
+    _check_distance_bands(resolved["interpret"], source)
     _resolve_motif_inputs(resolved, source)
     return resolved
+
+
+def _check_distance_bands(section: dict[str, Any], source: str) -> None:
+    """interpret.distance_bands: consecutive [start, end) bands from 0, the last ending at
+    interpret.context_bp."""
+    bands = section["distance_bands"]
+    ends = [0] + [hi for _, hi in bands[:-1]]
+    for i, ((lo, hi), start) in enumerate(zip(bands, ends, strict=True)):
+        if lo != start or hi <= lo:
+            raise ConfigError(
+                f"{source}: key 'interpret.distance_bands' band {i + 1} is [{lo}, {hi}]; expected "
+                f"consecutive bands [start, end) with start {start} and end > start"
+            )
+    if bands[-1][1] != section["context_bp"]:
+        raise ConfigError(
+            f"{source}: key 'interpret.distance_bands' ends at {bands[-1][1]} bp but "
+            f"interpret.context_bp is {section['context_bp']}; expected the last band to end there"
+        )
 
 
 def _leaves(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -110,8 +110,8 @@ def inherited_values(shipped: dict[str, Any], given: list[dict[str, Any]]) -> li
 
 def scan_outputs(config: dict[str, Any]) -> dict[str, str]:
     """Where rule scan_motifs writes the scan and the motif names (``<results>/scan/``)."""
-    folder = Path(config.get("results", "results")) / "scan"
-    return {"scan": str(folder / "motif_scan.tsv.gz"), "names": str(folder / "motif_names.txt")}
+    folder = Path(config.get("results", DEFAULTS["results"])) / SCAN_DIR
+    return {key: str(folder / SCAN_FILES[key]) for key in ("scan", "names")}
 
 
 def _resolve_motif_inputs(config: dict[str, Any], source: str) -> None:
@@ -180,7 +180,9 @@ def _read_sheet(path: str | Path) -> pd.DataFrame:
     """The sheet's rows as text, indexed by line number - 2 (header = line 1). Comment lines
     (starting with '#') and blank lines are skipped; a '#' inside a field (a path such as
     data/liver#v2.bed) is kept. A line with more tab-separated fields than the header, or a NUL
-    byte, is an error naming the line: pandas would silently drop or misplace its fields."""
+    byte, is an error naming the line: pandas would silently drop or misplace its fields. A
+    named pipe or device is refused before it is opened (reading it could block forever)."""
+    check_regular_file(path)
     try:
         with open(path, encoding="utf-8-sig", newline=None) as handle:
             lines = handle.read().split("\n")
@@ -259,6 +261,25 @@ def train_groups(config: dict[str, Any], cell_types: list[str]) -> dict[str, lis
                 f"key 'train.groups.{name}': unknown cell type(s) {unknown}; known: {cell_types}"
             )
     return groups
+
+
+def imputed_cell_types(config: dict[str, Any], sheet: pd.DataFrame) -> dict[str, list[str]]:
+    """Model group -> the cell types its model imputes: its own (train.groups), then those whose
+    sheet column ``impute_with`` names it (a cell type in no group, or in another: served as a
+    cell type the model never saw). A group name that is not configured is an error."""
+    groups = train_groups(config, list(sheet.index))
+    imputed = {name: list(members) for name, members in groups.items()}
+    for cell_type, group in sheet["impute_with"].items():
+        if group is None:
+            continue
+        if group not in groups:
+            raise ConfigError(
+                f"{config['cell_types']}: cell type {cell_type!r}: column 'impute_with' names "
+                f"{group!r}, which is not a model group; groups (train.groups): {sorted(groups)}"
+            )
+        if cell_type not in imputed[group]:
+            imputed[group].append(cell_type)
+    return imputed
 
 
 # Top-level input keys every stage gets; a rule names the sections it reads beside it.

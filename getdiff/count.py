@@ -38,6 +38,7 @@ from getdiff.config import CONFIG_SCHEMA
 from getdiff.errors import GetdiffError, InputError
 from getdiff.fragments import count_fragments, counts_format, read_barcodes
 from getdiff.insertions import CountSummary
+from getdiff.io import atomic_path
 from getdiff.peaks import read_peak_file
 
 
@@ -59,9 +60,11 @@ def count_peaks(
     source: str | Path = "",
     chrom_naming: str = "strict",
     threads: int = 1,
+    barcode_file: str | Path | None = None,
 ) -> tuple[np.ndarray, CountSummary]:
     """(n_peaks,) int64 insertion sites per peak of a BAM/CRAM or fragments file, and what was
-    seen. ``rules`` applies to a BAM/CRAM, ``barcodes`` (optional) to fragments."""
+    seen. ``rules`` applies to a BAM/CRAM, ``barcodes`` (optional, read from ``barcode_file``)
+    to fragments."""
     kind = counts_format(counts_file)
     if kind == "bedgraph":
         raise InputError(
@@ -69,19 +72,20 @@ def count_peaks(
             "is a bedGraph (it already holds counts); count takes a BAM/CRAM or a fragments file",
         )
     if kind == "fragments":
-        return count_fragments(counts_file, peaks, barcodes, str(source), chrom_naming, threads)
+        return count_fragments(
+            counts_file, peaks, barcodes, str(source), chrom_naming, threads, barcode_file
+        )
     if barcodes is not None:
         raise InputError(counts_file, f"barcodes need a fragments file; this is a {kind.upper()}")
     return count_reads(counts_file, peaks, rules, source, chrom_naming, threads)
 
 
 def write_counts(path: str | Path, peaks: pd.DataFrame, counts: np.ndarray) -> None:
-    """``chrom start end name count`` lines, written aside and renamed in."""
-    path = Path(path)
+    """``chrom start end name count`` lines, written aside and renamed in (a full disk names
+    ``path`` and leaves nothing)."""
     table = peaks[["chrom", "start", "end", "name"]].assign(count=counts)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, sep="\t", header=False, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", header=False, index=False)
 
 
 def _rules(args: argparse.Namespace, defaults: dict[str, Any]) -> ReadFilter:
@@ -106,10 +110,19 @@ def run(args: argparse.Namespace) -> None:
     defaults = prepare_defaults()
     began = time.perf_counter()
     peaks = read_peak_file(args.peaks, duplicates=defaults["duplicate_peaks"])
-    barcodes = read_barcodes(args.barcodes, args.group or "") if args.barcodes else None
+    barcodes = None
+    if args.barcodes:
+        barcodes = read_barcodes(args.barcodes, args.group or "", args.group is not None)
     naming = args.chrom_naming or defaults["chrom_naming"]
     counts, summary = count_peaks(
-        args.counts_file, peaks, _rules(args, defaults), barcodes, args.peaks, naming, threads
+        args.counts_file,
+        peaks,
+        _rules(args, defaults),
+        barcodes,
+        args.peaks,
+        naming,
+        threads,
+        args.barcodes,
     )
     write_counts(args.out, peaks, counts)
     seconds = time.perf_counter() - began

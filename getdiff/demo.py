@@ -10,6 +10,7 @@
   and ``DIR/motifs.meme``: one motif per bundled cluster (282), named by the cluster;
 - ``DIR/motif_scan.bed.gz``: the planted instances ``chrom start end cluster score strand``
   (bgzip + ``.tbi`` when pysam is importable, else gzip), a precomputed scan for tests;
+- ``DIR/planted_effects.tsv``: the generative model's motif effects (below);
 - ``DIR/cell_types.tsv`` (counts_column 7) and ``DIR/config.yaml`` pointing at those files (it
   scans the genome), with paths spelled from DIR exactly as given; it trains the tiny preset in
   full (a CPU run of minutes; no pretrained weights exist for the demo to adapt).
@@ -25,14 +26,24 @@ type keeps the shared sites, 60% of its peaks, plus its own specific sites):
    (0.5-8%, so most clusters are 0 in a peak) and cluster-specific loadings, so motif content
    co-varies with the latent along the genome. A present cluster has 1 + Poisson(0.3) instances
    in the site: samples of its motif, side by side (scored 4 + Gamma(2, 2.5) in the planted scan).
-3. Cell type k: log mean count = m_k + sum_c W_kc [hit of c] + beta_k . z(i) + 0.55 eps_ik, with
-   W_k sparse (shared and cell-type-specific clusters), beta_k cell-type-specific, and eps
-   region-level white noise (partly shared by the cell types); counts = 1 + Poisson(mean x
-   Gamma(10, 1/10)).
+3. Cell type k: log mean count = m_k + sum_c W_kc [hit of c] + sum_(a,b) U_kab [hits of a and b]
+   + sum_j sum_n V_kn [hit of n in peak j] exp(-d_ij / 20 kb) + beta_k . z(i) + 0.55 eps_ik:
+   - W_kc, the cis weights: every cluster has one, a shared part plus a cell-type part
+     (N(0, 0.12^2) each);
+   - U, 3 cooperative pairs of clusters: an extra weight where both are in the peak;
+   - V, 6 neighbour-acting clusters (common ones, cis weight 0): each instance in another peak j
+     of the cell type within 100 kb (distance d_ij between midpoints) shifts peak i, decaying
+     with distance; signs per cluster, sizes per cell type;
+   - beta_k cell-type-specific, eps region-level white noise (partly shared by the cell types);
+   counts = 1 + Poisson(mean x Gamma(10, 1/10)).
+   Every planted weight is written to ``DIR/planted_effects.tsv`` (cell_type, motif, kind cis |
+   neighbour | cooperative, partner (. if none), weight in natural-log units of the mean count,
+   decay_bp): what ``getdiff interpret`` should find.
 
 A masked region's accessibility is thus partly predictable from its own motifs (with cell-type
-specific weights), partly from the window as a whole (the latent, read off its unmasked
-neighbours' motifs and accessibility), partly from nothing (region-level noise).
+specific weights), partly from its neighbours' motifs, partly from the window as a whole (the
+latent, read off its unmasked neighbours' motifs and accessibility), partly from nothing
+(region-level noise).
 """
 
 from __future__ import annotations
@@ -98,6 +109,14 @@ BP_PER_SITE = 800  # demo genome length per site: peaks (~510 bp) with ~300 bp g
 MOTIF_WIDTHS = (10, 16)  # planted motifs: long enough that the p < 1e-4 scan finds them
 BASE_FREQUENCIES = (0.295, 0.205, 0.205, 0.295)  # A C G T, 41% GC as in the human genome
 DNA = b"ACGT"
+CIS_SD = 0.12  # per part (shared, cell type) of every cluster's cis weight
+N_NEIGHBOUR = 6  # clusters that act on the other peaks near them
+NEIGHBOUR_WEIGHT = 0.3  # per instance, at distance 0 (natural-log units of the mean count)
+NEIGHBOUR_DECAY_BP = 20_000
+NEIGHBOUR_REACH_BP = 100_000
+N_PAIRS = 3  # cooperative pairs: an extra weight where both clusters are in one peak
+PAIR_WEIGHT = 0.5
+PLANTED_EFFECTS = "planted_effects.tsv"
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, k: int, sd: float) -> np.ndarray:
@@ -161,21 +180,80 @@ def _motif_slots(
 
 
 def _cell_type_model(rng: np.random.Generator, n_clusters: int) -> dict[str, np.ndarray]:
-    """Cluster base rates and loadings, and per-cell-type accessibility weights."""
+    """Cluster base rates and loadings, per-cell-type cis weights (every cluster: a shared part
+    plus a cell-type part), neighbour-acting clusters and cooperative pairs."""
     rate = np.exp(rng.uniform(np.log(0.005), np.log(0.08), n_clusters))
     base = np.log(rate / (1 - rate))
     loadings = 0.3 * rng.standard_normal((n_clusters, N_FACTORS))
     main = rng.integers(0, N_FACTORS, n_clusters)
     loadings[np.arange(n_clusters), main] += rng.choice([-1.2, 1.2], n_clusters)
-    weights = np.zeros((len(CELL_TYPES), n_clusters))
-    shared = rng.choice(n_clusters, 20, replace=False)
-    weights[:, shared] = 0.35 * rng.standard_normal(20)
-    for k in range(len(CELL_TYPES)):
-        own = rng.choice(np.setdiff1d(np.arange(n_clusters), shared), 20, replace=False)
-        weights[k, own] = 0.35 * rng.standard_normal(20)
+    n_types = len(CELL_TYPES)
+    weights = CIS_SD * (
+        rng.standard_normal(n_clusters) + rng.standard_normal((n_types, n_clusters))
+    )
     beta = np.array([[1.2, 0.8, 0.0], [1.2, -0.6, 0.8], [1.2, 0.0, -0.8]])
     widths = rng.integers(MOTIF_WIDTHS[0], MOTIF_WIDTHS[1] + 1, n_clusters)
-    return {"base": base, "loadings": loadings, "weights": weights, "beta": beta, "widths": widths}
+    # Neighbour-acting clusters among the common ones (enough instances to be measured); they
+    # act on the other peaks within NEIGHBOUR_REACH_BP, not on their own peak.
+    common = np.flatnonzero(rate >= 0.03)
+    chosen = rng.choice(common, N_NEIGHBOUR + 2 * N_PAIRS, replace=False)
+    neighbour, pairs = chosen[:N_NEIGHBOUR], chosen[N_NEIGHBOUR:].reshape(N_PAIRS, 2)
+    weights[:, neighbour] = 0.0
+    sign = rng.choice([-1.0, 1.0], N_NEIGHBOUR)
+    neighbour_weights = NEIGHBOUR_WEIGHT * sign * rng.uniform(0.6, 1.4, (n_types, N_NEIGHBOUR))
+    pair_weights = (
+        PAIR_WEIGHT * rng.choice([-1.0, 1.0], N_PAIRS) * rng.uniform(0.6, 1.4, (n_types, N_PAIRS))
+    )
+    return {
+        "base": base,
+        "loadings": loadings,
+        "weights": weights,
+        "beta": beta,
+        "widths": widths,
+        "neighbour": neighbour,
+        "neighbour_weights": neighbour_weights,
+        "pairs": pairs,
+        "pair_weights": pair_weights,
+    }
+
+
+def _neighbour_term(
+    present: np.ndarray, middle: np.ndarray, keep: np.ndarray, model: dict[str, np.ndarray], k: int
+) -> np.ndarray:
+    """Per site: the sum over the cell type's other peaks within NEIGHBOUR_REACH_BP of their
+    neighbour-acting clusters' weights x exp(-distance / NEIGHBOUR_DECAY_BP)."""
+    emitted = np.where(keep, present[:, model["neighbour"]] @ model["neighbour_weights"][k], 0.0)
+    term = np.zeros(len(middle))
+    reach = np.searchsorted(middle, middle + NEIGHBOUR_REACH_BP, side="left") - np.arange(
+        len(middle)
+    )
+    for offset in range(1, int(reach.max(initial=1)) + 1):  # pairs (i, i + offset), both ways
+        distance = middle[offset:] - middle[:-offset]
+        decay = np.where(distance < NEIGHBOUR_REACH_BP, np.exp(-distance / NEIGHBOUR_DECAY_BP), 0.0)
+        term[:-offset] += decay * emitted[offset:]
+        term[offset:] += decay * emitted[:-offset]
+    return term
+
+
+def planted_effects(model: dict[str, np.ndarray], names: list[str]) -> pd.DataFrame:
+    """The planted effects as a table: one row per cell type and cluster (``cis``, ``neighbour``)
+    or pair (``cooperative``), weights in natural-log units of the mean count."""
+    rows = []
+    for k, cell_type in enumerate(CELL_TYPES):
+        neighbour = dict(
+            zip(model["neighbour"].tolist(), model["neighbour_weights"][k].tolist(), strict=True)
+        )
+        for c, name in enumerate(names):
+            kind = "neighbour" if c in neighbour else "cis"
+            weight = neighbour.get(c, float(model["weights"][k, c]))
+            decay = NEIGHBOUR_DECAY_BP if kind == "neighbour" else 0
+            rows.append((cell_type, name, kind, ".", round(weight, 6), decay))
+        for (a, b), weight in zip(
+            model["pairs"].tolist(), model["pair_weights"][k].tolist(), strict=True
+        ):
+            rows.append((cell_type, names[a], "cooperative", names[b], round(weight, 6), 0))
+    columns = ["cell_type", "motif", "kind", "partner", "weight", "decay_bp"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _chromosome(
@@ -208,15 +286,25 @@ def _chromosome(
     order = np.lexsort((hits["cluster"], hits["end"], hits["start"]))
     hits = {key: value[order] for key, value in hits.items()}
 
-    motif_term = present.astype(np.float32) @ model["weights"].T.astype(np.float32)
+    present = present.astype(np.float32)
+    motif_term = present @ model["weights"].T.astype(np.float32)
+    both = present[:, model["pairs"][:, 0]] * present[:, model["pairs"][:, 1]]
+    middle = (start + end) / 2
     shared_noise = rng.standard_normal(n_sites)
     counts = np.zeros((n_sites, len(CELL_TYPES)), dtype=np.int64)
     for k in range(len(CELL_TYPES)):
         own = rng.standard_normal(n_sites)
         eps = 0.6 * shared_noise + 0.8 * own
         specific = owner == k
+        neighbours = _neighbour_term(present, middle, (owner == -1) | specific, model, k)
         eta = (
-            np.log(30.0) + motif_term[:, k] + z @ model["beta"][k] + NOISE_SD * eps - 0.3 * specific
+            np.log(30.0)
+            + motif_term[:, k]
+            + both @ model["pair_weights"][k]
+            + neighbours
+            + z @ model["beta"][k]
+            + NOISE_SD * eps
+            - 0.3 * specific
         )
         mean = np.exp(eta) * rng.gamma(10.0, 0.1, n_sites)
         counts[:, k] = 1 + rng.poisson(mean)
@@ -550,7 +638,8 @@ def write_demo_data(
 ) -> dict[str, Path]:
     """Write the demo inputs (see the module docstring); returns name -> path.
 
-    Keys: ``peaks_<cell type>``, ``motif_scan``, ``cell_types``, ``config``, and with
+    Keys: ``peaks_<cell type>``, ``motif_scan``, ``planted_effects``, ``cell_types``,
+    ``config``, ``genome_fasta``, ``motifs``, and with
     ``fragments_for`` (a demo cell type) ``fragments_<cell type>``: a fragments file whose
     insertion sites per peak equal that cell type's peak counts.
     """
@@ -568,6 +657,9 @@ def write_demo_data(
     matrices = motif_matrices(np.random.default_rng([seed, 3]), model["widths"])
     paths["genome_fasta"] = _write_genome(out, chroms, sizes, hits, matrices, seed)
     paths["motifs"] = _write_meme(out, names, matrices)
+    paths["planted_effects"] = out / PLANTED_EFFECTS
+    with atomic_path(paths["planted_effects"]) as tmp:
+        planted_effects(model, names).to_csv(tmp, sep="\t", index=False)
     _write_sheet_and_config(out, paths, sizes, peaks_per_cell_type, seed)
     if fragments_for is not None:
         fragments = _write_fragments(out, chroms, sites, fragments_for, seed)
@@ -582,6 +674,38 @@ def write_demo_data(
         time.perf_counter() - began,
     )
     return paths
+
+
+def recovery(effects: str | Path, planted: str | Path, min_regions: int = 100) -> pd.DataFrame:
+    """How well ``getdiff interpret``'s motif_effects.tsv recovers the demo's planted effects,
+    per cell type: the Spearman of cis effects against the planted cis weights over the motifs
+    in at least ``min_regions`` regions, and the ranks (1 = largest) of the planted
+    neighbour-acting motifs by absolute context effect among all measured motifs."""
+    from scipy.stats import spearmanr
+
+    table = pd.read_csv(effects, sep="\t")
+    truth = pd.read_csv(planted, sep="\t", keep_default_na=False)
+    rows = []
+    for cell_type, found in table.groupby("cell_type", sort=False):
+        weights = truth[truth["cell_type"] == cell_type]
+        cis = weights[weights["kind"] == "cis"].set_index("motif")["weight"]
+        measured = found[(found["n_regions"] >= min_regions) & found["motif"].isin(cis.index)]
+        rho = spearmanr(measured["cis_effect"], cis[measured["motif"]]).statistic
+        acting = set(weights.loc[weights["kind"] == "neighbour", "motif"])
+        context = found.dropna(subset=["context_effect"])
+        order = context.assign(size=context["context_effect"].abs()).sort_values(
+            "size", ascending=False, kind="stable"
+        )
+        ranks = [i + 1 for i, motif in enumerate(order["motif"]) if motif in acting]
+        rows.append(
+            {
+                "cell_type": cell_type,
+                "cis_spearman": round(float(rho), 3),
+                "motifs": len(measured),
+                "neighbour_ranks": ranks,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -610,4 +734,4 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-__all__ = ["CELL_TYPES", "HG38_SIZES", "register_cli", "write_demo_data"]
+__all__ = ["CELL_TYPES", "HG38_SIZES", "recovery", "register_cli", "write_demo_data"]

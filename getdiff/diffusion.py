@@ -42,8 +42,16 @@ from dataclasses import dataclass
 
 import torch
 
+from getdiff.defaults import DEFAULTS
+
 Model = Callable[..., torch.Tensor]
 SAMPLERS = ("one-step", "ddim")
+# Defaults of the signatures below: the schema's (diffusion: and evaluate: sections).
+_SCHEDULE = DEFAULTS["diffusion"]
+_SAMPLER = DEFAULTS["evaluate"]
+# complementary_masks splits a window into halves, each predicted from the other: evaluation's
+# design, apart from diffusion.mask_ratio (the share hidden in training).
+HALF = 0.5
 
 
 SCALE_FLOOR = 1e-3  # smallest window standard deviation divided by (values are in [0, 1])
@@ -103,7 +111,10 @@ class GaussianDiffusion:
     """Linear-beta Gaussian diffusion on masked rows: noising, training loss, samplers."""
 
     def __init__(
-        self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+        self,
+        num_timesteps: int = _SCHEDULE["num_timesteps"],
+        beta_start: float = _SCHEDULE["beta_start"],
+        beta_end: float = _SCHEDULE["beta_end"],
     ) -> None:
         if num_timesteps < 1:
             raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
@@ -172,16 +183,20 @@ class GaussianDiffusion:
         model: Model,
         x: torch.Tensor,
         mask: torch.Tensor,
-        method: str = "one-step",
-        steps: int = 50,
-        eta: float = 0.0,
-        num_samples: int = 1,
+        method: str = _SAMPLER["sampler"],
+        steps: int = _SAMPLER["ddim_steps"],
+        eta: float = _SAMPLER["eta"],
+        num_samples: int = _SAMPLER["num_samples"],
         generator: torch.Generator | None = None,
         positions: torch.Tensor | None = None,
         target: Target = Target(),
         cell_type: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Impute the hidden values of ``x``; return (mean, std) over ``num_samples`` draws.
+
+        ``noise`` (broadcastable to one draw of ``x``) replaces the starting noise of every draw:
+        the same noise for several inputs makes their differences free of sampling noise.
 
         ``x`` holds the observed values (hidden ones are ignored); every other value comes back
         as observed with std 0. std uses Bessel's correction and is all zeros for one draw.
@@ -207,7 +222,10 @@ class GaussianDiffusion:
         if hasattr(model, "eval"):
             model.eval()
         try:
-            x_t = torch.randn(xs.shape, generator=generator, device=xs.device, dtype=xs.dtype)
+            if noise is None:
+                x_t = torch.randn(xs.shape, generator=generator, device=xs.device, dtype=xs.dtype)
+            else:
+                x_t = noise.to(xs.dtype).expand(x.shape).repeat(num_samples, 1, 1)
             if method == "one-step":
                 t = torch.full((xs.shape[0],), self.num_timesteps - 1, device=xs.device)
                 x0_hat = _call(model, torch.where(rows, x_t, xs), ms, t, conditions).to(xs.dtype)
@@ -280,7 +298,7 @@ def random_masks(
 
 
 def complementary_masks(
-    num_regions: int, mask_ratio: float = 0.5, seed: int = 0
+    num_regions: int, mask_ratio: float = HALF, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two (R,) bool masks, ``m`` and ``~m``: every region is masked in exactly one of them.
 

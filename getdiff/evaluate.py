@@ -51,6 +51,7 @@ from getdiff.inference import (
 from getdiff.io import exclusive, make_directory, output_set
 from getdiff.metrics import ScoredRegions, centre_by_group, metrics_per_column, pool, score
 from getdiff.model import load_model, model_metadata
+from getdiff.paths import EVALUATE_DIRECTORIES, EVALUATE_FILES, in_folder
 from getdiff.task import predicted_features, recorded_settings
 from getdiff.tensors import ACCESSIBILITY, WindowSet, load_window_set, windows_path
 
@@ -214,7 +215,7 @@ def predict_split(
     if "train_feature_mean" not in meta:
         raise InputError(model_path, "no 'train_feature_mean' metadata: not written by train")
     train_mean = np.asarray(meta["train_feature_mean"], dtype=np.float32)
-    masks = complementary_masks(model.config.num_regions, 0.5, settings.seed)
+    masks = complementary_masks(model.config.num_regions, seed=settings.seed)
     first_mask = masks[0].numpy()
     scored = {}
     for cell_type, path in window_paths.items():
@@ -329,9 +330,9 @@ def _write_outputs(
     """Write every output aside first, then rename them in, metrics.json (the marker) last."""
     from getdiff.plots import write_evaluation_plots
 
-    names = {"metrics": "metrics.json", "per_feature": "metrics_per_feature.tsv", "plots": "plots"}
     with exclusive(outdir, "evaluate"):
-        with output_set({k: outdir / v for k, v in names.items()}, directories={"plots"}) as tmp:
+        paths = in_folder(outdir, EVALUATE_FILES)
+        with output_set(paths, directories=EVALUATE_DIRECTORIES) as tmp:
             intervals = {
                 cell_type: {p: v["intervals"] for p, v in summary[ACCESSIBILITY].items()}
                 for cell_type, summary in result["per_cell_type"].items()

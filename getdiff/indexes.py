@@ -14,13 +14,15 @@ reads and says nothing. :func:`check_index` is the one place that decides whethe
   copied in the wrong order into a read-only genome directory are common; the layout it
   describes was just checked against the file).
 
-For a BAM, ``check_index(bam, [bai], f"samtools index {bam}")`` refuses a ``.bai`` older than the
-BAM (no content check, no rebuild). For a FASTA, :func:`check_fasta_index` checks every ``.fai``
-record against the file (its header line right before the record's offset, the record's end
-right before the next header, the last record's end at the end of the file, the first and last
-line breaks where the record's line length says) and, for bgzip, every ``.gzi`` entry against a
-BGZF block; on a mismatch :func:`fasta_problem` reads the FASTA itself for a cause to name (two
-records of one name, a byte that is no IUPAC letter), since a fresh index would not help then.
+For a BAM, :func:`getdiff.bam.check_alignment_index` refuses a ``.bai``/``.csi``/``.crai`` older
+than the BAM/CRAM, and a ``.bai`` whose references or first records do not fit it (a sampled
+content check, so an older one is refused even when it fits; no rebuild). For a FASTA,
+:func:`check_fasta_index` checks every ``.fai`` record against the file (its header line right
+before the record's offset, the record's end right before the next header, the last record's
+end at the end of the file, the first and last line breaks where the record's line length
+says) and, for bgzip, every ``.gzi`` entry against a BGZF block; on a mismatch
+:func:`fasta_problem` reads the FASTA itself for a cause to name (two records of one name, a
+byte that is no IUPAC letter), since a fresh index would not help then.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def check_index(
     *,
     validate: Callable[[], str | None] | None = None,
     rebuild: Callable[[], None] | None = None,
+    exhaustive: bool = True,
 ) -> bool:
     """Check the existing ``indexes`` of ``data`` (see the module docstring); True if rebuilt.
 
@@ -68,7 +71,9 @@ def check_index(
     fine (the reader builds them), some existing is stale. ``fix``: the command that rebuilds
     them, quoted in the error. ``validate()``: a content check, None when the index fits, else
     what does not fit. ``rebuild()``: builds the indexes afresh (called after they are removed).
-    A named pipe or device as an index is refused (reading it would block).
+    ``exhaustive``: ``validate`` checks everything the index lists (True) or a sample (False: an
+    older index is then refused even when the sample fits). A named pipe or device as an index
+    is refused (reading it would block).
     """
     data = Path(data)
     paths = [Path(p) for p in indexes]
@@ -92,7 +97,7 @@ def check_index(
             path.unlink(missing_ok=True)
         rebuild()
         return True
-    if problem is None and validate is not None:
+    if problem is None and validate is not None and exhaustive:
         log.warning(
             "%s: %s, but every record it lists fits the file; used as is (rebuild it with: %s)",
             present[0],
@@ -100,10 +105,10 @@ def check_index(
             fix,
         )
         return False
+    rebuilt = " (or remove it in a directory you can write to, and it is rebuilt)"
     raise InputError(
         present[0],
-        f"this index does not fit {data}: {reason}; rebuild it: {fix} (or remove it in a "
-        "directory you can write to, and it is rebuilt)",
+        f"this index does not fit {data}: {reason}; rebuild it: {fix}{rebuilt if rebuild else ''}",
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from getdiff.defaults import DEFAULTS
 from getdiff.diffusion import GaussianDiffusion, complementary_masks
 from getdiff.errors import InputError
 from getdiff.task import SPEC_TASK, target
@@ -21,17 +22,19 @@ from getdiff.tensors import WindowSet, region_midpoints
 
 log = logging.getLogger(__name__)
 
+_SAMPLER = DEFAULTS["evaluate"]  # the defaults below are the schema's
+
 
 @dataclass
 class SamplerSettings:
     """How masked rows are drawn: ``one-step`` or ``ddim`` (``steps``, ``eta``), ``num_samples``."""
 
-    method: str = "one-step"
-    steps: int = 50
-    eta: float = 0.0
-    num_samples: int = 1
-    seed: int = 0
-    batch_size: int = 8
+    method: str = _SAMPLER["sampler"]
+    steps: int = _SAMPLER["ddim_steps"]
+    eta: float = _SAMPLER["eta"]
+    num_samples: int = _SAMPLER["num_samples"]
+    seed: int = _SAMPLER["seed"]
+    batch_size: int = _SAMPLER["batch_size"]
 
     @classmethod
     def from_config(cls, section: dict) -> SamplerSettings:
@@ -82,12 +85,21 @@ def cell_type_index(
 
     A cell type the model was not trained on gets the unknown entry (index ``num_cell_types``)
     when the model has one and ``unseen`` is ``unknown`` (model.unseen_cell_types), logged; else
-    it is refused, naming the fix. :func:`is_seen` tells which happened.
+    it is refused, naming the fix. :func:`is_seen` tells which happened. A model that embeds no
+    cell type serves any, logging one it was not trained on.
     """
-    if not model.config.num_cell_types:
-        return None
     name = windows.meta["cell_type"]
     trained = list(metadata.get("cell_types", []))
+    if not model.config.num_cell_types:
+        if trained and name not in trained:
+            log.warning(
+                "%s: cell type %r was not among the model's training cell types (%s); the model "
+                "embeds no cell type and serves it from its windows alone",
+                path,
+                name,
+                ", ".join(trained),
+            )
+        return None
     if name in trained:
         return trained.index(name)
     if unseen == "unknown" and model.config.unknown_cell_type:
@@ -140,7 +152,7 @@ def impute_windows(
     what = target(task, list(windows.meta["feature_names"]))
     midpoints = region_midpoints(windows.regions)
     size = windows.meta["window_size"]
-    first, second = masks if masks is not None else complementary_masks(size, 0.5, settings.seed)
+    first, second = masks if masks is not None else complementary_masks(size, seed=settings.seed)
     n = len(windows.starts)
     features = windows.features
     mean = np.empty((n, size, features.shape[1]), dtype=np.float32)

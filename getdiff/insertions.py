@@ -13,8 +13,10 @@ the peaks lack (contigs, chrM) are skipped.
 
 :meth:`SiteTally.check` applies the match-rate rule once everything is added: no record on a
 peak chromosome and no site in any peak are errors naming both files; the share of peaks with
-sites is logged (below 50% a WARNING). :meth:`SiteTally.summary` gives the counts of a run
-(:class:`CountSummary`), which ``getdiff count`` prints as one line.
+sites is logged (below 50% a WARNING), and so are the peak chromosomes without a site in any of
+their peaks (a WARNING: a file filtered to fewer chromosomes gives them silent zeros).
+:meth:`SiteTally.summary` gives the counts of a run (:class:`CountSummary`), which ``getdiff
+count`` prints as one line.
 """
 
 from __future__ import annotations
@@ -114,6 +116,26 @@ class SiteTally:
         with_sites = int(np.count_nonzero(self.counts))
         check_match_rate(
             with_sites, len(self.counts), "peaks with insertion sites", self.path, self.source
+        )
+        self._warn_of_empty_chromosomes()
+
+    def _warn_of_empty_chromosomes(self) -> None:
+        """A WARNING naming the peak chromosomes on which no peak got a site: their counts are
+        0 because the file lacks them (filtered, another sample), not because they are closed."""
+        empty = [c for c, peaks in self.index.items() if not self.counts[peaks.rows].any()]
+        if not empty:
+            return
+        shown = sorted(empty, key=natural_chrom_key)
+        n_peaks = sum(len(self.index[c].rows) for c in empty)
+        log.warning(
+            "%s: no insertion site in any peak of %d chromosome(s) of %s (%s%s), %d peaks: their "
+            "counts are 0; is this file filtered to fewer chromosomes, or of another sample?",
+            self.path,
+            len(empty),
+            self.source,
+            ", ".join(shown[:5]),
+            ", ..." if len(shown) > 5 else "",
+            n_peaks,
         )
 
     def summary(self, unit: str, seen: int, kept: int, sites: int) -> CountSummary:

@@ -110,6 +110,18 @@ def overlapping(table: pd.DataFrame, other: pd.DataFrame) -> np.ndarray:
     return hit
 
 
+def overlap_rows(table: pd.DataFrame, other: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Every overlapping (row of ``table``, row of ``other``) pair, sorted by both."""
+    if len(table) == 0 or len(other) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    joined = _ranges(table).join(_ranges(other), suffix="_other")
+    if not len(joined):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    pairs = joined.df[["row", "row_other"]].to_numpy(np.int64)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    return pairs[:, 0], pairs[:, 1]
+
+
 CHROM_NAMING = ("strict", "harmonise")
 
 
@@ -196,7 +208,11 @@ def check_within_lengths(
     row, length = table.iloc[first], known.iloc[first]
     where = f"{row['chrom']}:{row['start']}-{row['end']}"
     if np.isnan(length):
-        message = f"interval {where}: no sequence {row['chrom']!r} in {source}"
+        message = (
+            f"interval {where}: no sequence {row['chrom']!r} in {source}; expected every "
+            "interval on a sequence of it (another genome build, or a file filtered to fewer "
+            "chromosomes? remove those intervals or use the full file)"
+        )
     else:
         message = (
             f"interval {where} ends past the end of {row['chrom']} ({int(length):,} bp "

@@ -23,6 +23,7 @@ import gzip
 import io
 import os
 import queue
+import re
 import shutil
 import signal
 import stat
@@ -145,9 +146,33 @@ def _umask() -> int:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+# Writers that raise their own type for a failed write, naming neither the file nor the cause:
+# torch.save (a RuntimeError of its zip writer) and safetensors (a Rust io::Error in the text).
+TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "unexpected pos", "file write failed")
+RUST_IO_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
 def _name_the_output(err: BaseException, path: Path) -> None:
     if isinstance(err, OSError) and err.errno in DISK_FULL and not err.filename:
         err.filename = str(path)
+
+
+def hidden_write_failure(err: BaseException, path: str | Path) -> OSError | None:
+    """The OSError that a writer raising its own type hides (safetensors' SafetensorError with
+    its ``os error N``, torch.save's RuntimeError, which gives no cause: a full disk or a quota
+    is the usual one), naming ``path``; None for any other exception."""
+    if isinstance(err, OSError) or not isinstance(err, Exception):
+        return None
+    text = str(err)
+    found = RUST_IO_ERROR.search(text)
+    if found is not None:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    if isinstance(err, RuntimeError) and any(m in text for m in TORCH_WRITE_FAILURES):
+        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        cause = f"writing failed (torch: {first}); expected room to write it (is the disk full?)"
+        return OSError(errno.EIO, cause, str(path))
+    return None
 
 
 @contextlib.contextmanager
@@ -172,7 +197,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     except BaseException as err:
         tmp_path.unlink(missing_ok=True)
-        _name_the_output(err, target)
+        hidden = hidden_write_failure(err, target)
+        if hidden is not None:
+            raise hidden from err
+        if isinstance(err, OSError):
+            _name_the_output(err, target)
+            _real_name(err, {str(tmp_path): str(target)})
         raise
 
 
@@ -188,8 +218,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp_path, ignore_errors=True)
+        hidden = hidden_write_failure(err, target)
+        if hidden is not None:
+            raise hidden from err
+        if isinstance(err, OSError):
+            _name_the_output(err, target)
+            _real_name(err, {str(tmp_path): str(target)})
         raise
 
 
@@ -262,8 +298,21 @@ def output_set(
             yield temps
         except OSError as err:  # which member was being written is unknown: name the set
             _name_the_output(err, Path(os.path.commonpath([str(p) for p in paths.values()])))
+            _real_name(err, {str(temps[key]): str(path) for key, path in paths.items()})
             raise
         deferral.enter_context(termination_deferred())
+
+
+def _real_name(err: OSError, real: dict[str, str]) -> None:
+    """Name the output, not its temporary stand-in: a failure inside a member's temporary file
+    or directory names the member's own path (and the part of it within)."""
+    if not err.filename:
+        return
+    name = str(err.filename)
+    for temp, path in real.items():
+        if name == temp or name.startswith(f"{temp}{os.sep}"):
+            err.filename = path + name[len(temp) :]
+            return
 
 
 @contextlib.contextmanager

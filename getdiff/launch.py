@@ -5,12 +5,14 @@ Contract
 - ``launcher(devices, nodes) -> str``: the shell prefix of the train rule's command: "" for one
   process; ``torchrun --standalone`` with ``devices`` processes on one node; on ``nodes`` > 1,
   ``srun`` with one task per node of the SLURM allocation, each a torchrun that meets the
-  others at a c10d rendezvous on the allocation's first node (``RDZV_PORT``).
+  others at a c10d rendezvous on the allocation's first node (``RDZV_PORT``; the node list from
+  ``$SLURM_JOB_NODELIST``, or from ``squeue`` where the job's environment lacks it).
 - ``train_resources(settings) -> dict``: the train rule's GPU resources from the config's
   ``train:`` section, in the terms of snakemake-executor-plugin-slurm.
 
 Imported by the Snakefile, so it must not import torch (the environment that runs Snakemake
-needs only pandas, pyyaml and jsonschema). The processes themselves: :mod:`getdiff.distributed`.
+needs only numpy, pandas, pyarrow, pyyaml and jsonschema; tests/test_envs.py checks it). The
+processes themselves: :mod:`getdiff.distributed`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ def launcher(devices: int, nodes: int) -> str:
     torchrun = f"python -m torch.distributed.run --nproc-per-node {devices}"
     if nodes == 1:
         return f"{torchrun} --standalone --no-python env"
-    first_node = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+    # The job's node list: snakemake-executor-plugin-slurm-jobstep (0.6) removes SLURM_JOB_NODELIST
+    # from the environment of the rule's command, so squeue gives it then (tests/test_slurm.py).
+    nodelist = '"${SLURM_JOB_NODELIST:-$(squeue -h -j "$SLURM_JOB_ID" -o %N)}"'
+    first_node = f"$(scontrol show hostnames {nodelist} | head -n 1)"
     srun = f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1"
     rendezvous = (
         f"--nnodes {nodes} --rdzv-backend c10d --rdzv-endpoint {first_node}:{RDZV_PORT} "

@@ -20,6 +20,10 @@ Default locus (``--default-chromosome``; the report draws it on the first test c
 observed value on that chromosome: the strongest signal with the context around it. A
 chromosome in no table falls back to the first table's first chromosome (logged). With
 ``--outdir`` each region goes to ``<chrom>_<start>-<end>.png``.
+
+With ``--motif-effects motif_effects.tsv`` (getdiff interpret, same model group) each peak is
+labelled with the motif present in it whose cis effect in that cell type is largest in absolute
+value, and that effect (log10(CPM + 1)); an imputation without motif columns is an error.
 """
 
 from __future__ import annotations
@@ -147,10 +151,43 @@ def default_locus(
     return Region(chromosome, int(shown["start"].min()), int(shown["end"].max()))
 
 
+def top_motifs(table: pd.DataFrame, path: str | Path, effects: pd.DataFrame) -> pd.Series:
+    """Per row of a locus table, the label of the motif present in the peak with the largest
+    absolute cis effect in the table's cell type (getdiff interpret), e.g. ``GATA1 +0.12``."""
+    own = effects[
+        (effects["cell_type"] == table.attrs["cell_type"]) & effects["cis_effect"].notna()
+    ]
+    if own.empty:  # a cell type imputed by the group's model but not interpreted (not in it)
+        log.info("%s: no motif effects of %s: peaks not labelled", path, table.attrs["cell_type"])
+        return pd.Series("", index=table.index)
+    columns = [f"observed.{m}" for m in own["motif"]]
+    present = pq.read_schema(path).names
+    columns = [c for c in columns if c in present]
+    if not columns:
+        raise InputError(
+            path,
+            f"has no observed motif columns of the motif effects for {table.attrs['cell_type']!r}; "
+            "expected an accessibility-task imputation of the interpreted model group",
+        )
+    motifs = pq.read_table(path, columns=[*COLUMNS, *columns]).to_pandas()
+    motifs = motifs.sort_values(["chrom", "start", "end"], kind="stable").reset_index(drop=True)
+    weight = own.set_index("motif")["cis_effect"]
+    names = [c.removeprefix("observed.") for c in columns]
+    size = np.where(motifs[columns].to_numpy() > 0, np.abs(weight[names].to_numpy()), -1.0)
+    best = size.argmax(axis=1)
+    labels = [f"{names[j]} {weight[names[j]]:+.2f}" for j in best]
+    return pd.Series(np.where(size.max(axis=1) >= 0, labels, ""), index=table.index)
+
+
 def plot_locus(
-    region: Region, tables: list[pd.DataFrame], path: str | Path, feature: str = ACCESSIBILITY
+    region: Region,
+    tables: list[pd.DataFrame],
+    path: str | Path,
+    feature: str = ACCESSIBILITY,
+    labels: list[pd.Series] | None = None,
 ) -> None:
-    """Write the locus figure of ``region`` (checked first) to ``path`` (PNG)."""
+    """Write the locus figure of ``region`` (checked first) to ``path`` (PNG); ``labels`` (one
+    per table, from :func:`top_motifs`) are written above each peak."""
     check_region(region, tables)
     import matplotlib
 
@@ -201,6 +238,11 @@ def plot_locus(
                 linewidth=0,
                 label="missing (masked)",
             )
+        if labels is not None:
+            top = float(np.nanmax(np.r_[observed, imputed, 0.0]))
+            for x, text in zip(left + width / 2, labels[i].loc[on.index], strict=True):
+                ax.text(x, top * 1.02, text, rotation=90, fontsize=5, ha="center", va="bottom")
+            ax.set_ylim(top=top * 1.6 if top > 0 else 1.0)
         splits = ", ".join(sorted(set(on["split"].astype(str))))
         ax.set_title(
             f"{table.attrs['cell_type']}  ({len(on)} peaks; split: {splits})",
@@ -210,6 +252,9 @@ def plot_locus(
         ax.set_ylabel(f"{feature} (raw)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_ylim(bottom=0)
+    if labels is not None:
+        note = "labels: the peak's motif of largest |cis effect| (getdiff interpret, log10 CPM)"
+        fig.text(0.01, 0.005, note, fontsize=6)
     handles = [Patch(color="0.6", label="observed"), Patch(color=colours[0], label="imputed")]
     if any(f"imputed_lower_raw.{feature}" in t for t in tables):
         handles.append(Patch(color=colours[0], alpha=0.25, label="predictive interval"))
@@ -240,13 +285,19 @@ def run(args: argparse.Namespace) -> None:
         log.info("default locus: %s", regions[0])
     for region in regions:
         check_region(region, tables)
+    labels = None
+    if args.motif_effects:
+        effects = pd.read_csv(args.motif_effects, sep="\t")
+        if not {"cell_type", "motif", "cis_effect"} <= set(effects.columns):
+            raise InputError(args.motif_effects, "expected getdiff interpret's motif_effects.tsv")
+        labels = [top_motifs(t, p, effects) for t, p in zip(tables, args.imputation, strict=True)]
     if args.output:
-        plot_locus(regions[0], tables, args.output)
+        plot_locus(regions[0], tables, args.output, labels=labels)
         log.info("wrote %s", args.output)
         return
     with output_set({"outdir": Path(args.outdir)}, directories=("outdir",)) as temps:
         for region in dict.fromkeys(regions):
-            plot_locus(region, tables, temps["outdir"] / region.file_name)
+            plot_locus(region, tables, temps["outdir"] / region.file_name, labels=labels)
     log.info("wrote %d locus views into %s", len(dict.fromkeys(regions)), args.outdir)
 
 
@@ -268,4 +319,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", help="PNG file to write (one region)")
     parser.add_argument("--outdir", help="directory of <chrom>_<start>-<end>.png files")
+    parser.add_argument(
+        "--motif-effects",
+        help="motif_effects.tsv (getdiff interpret): label each peak with its strongest motif",
+    )
     parser.set_defaults(func=run)

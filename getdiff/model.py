@@ -77,28 +77,32 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from getdiff.defaults import DEFAULTS
 from getdiff.errors import ConfigError, InputError
 from getdiff.io import atomic_path
 
 METADATA_CONFIG_KEY = "getdiff.model_config"
 METADATA_EXTRA_KEY = "getdiff.extra"
 LAYER_NORM_EPS = 1e-6
+# Fields older model files carry that no longer exist (mask_ratio: the masks are training's,
+# diffusion.mask_ratio); load_model ignores them.
+RETIRED_FIELDS = ("mask_ratio",)
 
 
 @dataclass
 class ModelConfig:
     """Network hyper-parameters; the defaults are the spec's Table 1 (``dit.yaml``)."""
 
-    num_regions: int = 900  # regions per window (masking uses it; the network accepts any R)
+    # regions per window (masking uses it; the network accepts any R): prepare.window_size's
+    num_regions: int = DEFAULTS["prepare"]["window_size"]
     num_motif: int = 283  # features per region, accessibility last
     embed_dim: int = 768
     num_layers: int = 12
     num_heads: int = 12
     mlp_ratio: float = 4.0
     dropout: float = 0.1
-    mask_ratio: float = 0.5
     frequency_dim: int = 256  # sinusoidal timestep features fed to the t_embedder MLP
-    positions: str = "none"  # "none" (as GET) or "rotary" (RoPE of genomic midpoints)
+    positions: str = DEFAULTS["model"]["positions"]  # "none" (as GET) or "rotary" (RoPE)
     window_conditioning: bool = False  # condition blocks on window statistics (task.scaling)
     num_cell_types: int = 0  # > 0: condition blocks on a learned embedding of the cell type
     unknown_cell_type: bool = False  # one more embedding row for unseen cell types
@@ -513,6 +517,7 @@ def model_metadata(path: str | Path) -> dict:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> GETRegionDiffusion:
     """Rebuild the model saved by :func:`save_model` (config from metadata, weights strict)."""
     fields = model_metadata(path)["config"]
+    fields = {k: v for k, v in fields.items() if k not in RETIRED_FIELDS}
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:

@@ -283,11 +283,13 @@ def load_peaks(
     barcodes: np.ndarray | None = None,
     chrom_naming: str = "strict",
     read_filter: ReadFilter | None = None,
+    barcode_file: str | Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Read, validate, filter and sort one cell type's peaks -> (peaks, dropped per reason).
 
     ``counts_file`` is a bedGraph, a fragments file or a BAM/CRAM (told apart by content, see
-    :mod:`getdiff.fragments`); ``barcodes`` selects the fragments counted (fragments only);
+    :mod:`getdiff.fragments`); ``barcodes`` selects the fragments counted (fragments only; read
+    from ``barcode_file``, named in errors);
     ``chrom_naming`` applies to fragments and BAM/CRAM; ``read_filter`` (``prepare.bam``) is
     needed for a BAM/CRAM.
     """
@@ -302,12 +304,16 @@ def load_peaks(
             counts_file or path, f"barcodes need a fragments file; the counts_file is {names[kind]}"
         )
     if kind == "fragments":
-        counts = count_insertions(counts_file, peaks, barcodes, str(path), chrom_naming)
+        counts = count_insertions(
+            counts_file, peaks, barcodes, str(path), chrom_naming, barcode_file=barcode_file
+        )
         peaks = peaks.assign(counts=counts.astype(np.float64))
     elif kind in ("bam", "cram"):
         if read_filter is None:
             raise ValueError("a BAM/CRAM counts_file needs read_filter (prepare.bam)")
-        counts = count_read_insertions(counts_file, peaks, read_filter, path, chrom_naming)
+        counts = count_read_insertions(
+            counts_file, peaks, read_filter, path, chrom_naming, chromosomes=chromosomes
+        )
         peaks = peaks.assign(counts=counts.astype(np.float64))
     elif kind == "bedgraph":
         peaks, missing = attach_counts(peaks, read_counts_file(counts_file))

@@ -208,6 +208,9 @@ def _training_curves(path: Path, history: str | Path) -> None:
     if "val_loss" in table:
         val = table.dropna(subset=["val_loss"])
         ax.plot(val["step"], val["val_loss"], "o-", label="validation loss", ms=3)
+    if "best" in table:  # the step whose weights train exported (train.select_by)
+        for step in table.loc[table["best"] == 1, "step"]:
+            ax.axvline(step, color="grey", ls=":", label=f"exported weights (step {step:g})")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("masked MSE")
@@ -248,3 +251,79 @@ def write_evaluation_plots(
         written.append(directory / "training_curves.png")
         _training_curves(written[-1], history)
     return written
+
+
+TOP_MOTIFS = 20  # rows of the interpretation heatmaps
+TOP_CONTEXT_MOTIFS = 6  # curves of the context-by-distance plot
+
+
+def _top_motifs(table: pd.DataFrame, column: str, n: int) -> list[str]:
+    """The n motifs of largest absolute effect in any cell type."""
+    largest = table.assign(size=table[column].abs()).groupby("motif")["size"].max()
+    return list(largest.sort_values(ascending=False, kind="stable").index[:n])
+
+
+def _effect_heatmaps(path: Path, table: pd.DataFrame, units: str) -> None:
+    """Top motifs x cell types, cis and context effects side by side (diverging colours)."""
+    cell_types = list(dict.fromkeys(table["cell_type"]))
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(cell_types), 0.32 * TOP_MOTIFS + 2))
+    for ax, kind in zip(axes, ("cis", "context"), strict=True):
+        column = f"{kind}_effect"
+        motifs = _top_motifs(table, column, TOP_MOTIFS)
+        grid = table.pivot(index="motif", columns="cell_type", values=column)
+        grid = grid.loc[motifs, cell_types]
+        limit = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
+        image = ax.imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(len(cell_types)), cell_types, rotation=30, ha="right")
+        ax.set_yticks(range(len(motifs)), motifs, fontsize=8)
+        ax.set_title(f"{kind} effect (top {len(motifs)} motifs)")
+        fig.colorbar(image, ax=ax, shrink=0.6, label=units)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _context_decay(path: Path, by_distance: pd.DataFrame, table: pd.DataFrame, units: str) -> None:
+    """Per cell type, the change per motif instance against distance for the top context
+    motifs, with the bootstrap intervals as bars."""
+    cell_types = list(dict.fromkeys(table["cell_type"]))
+    motifs = _top_motifs(table, "context_effect", TOP_CONTEXT_MOTIFS)
+    fig, axes = plt.subplots(
+        1, len(cell_types), figsize=(4.2 * len(cell_types), 3.6), squeeze=False, sharey=True
+    )
+    for ax, cell_type in zip(axes[0], cell_types, strict=True):
+        rows = by_distance[by_distance["cell_type"] == cell_type]
+        for motif in motifs:
+            curve = rows[rows["motif"] == motif]
+            middle = (curve["band_start_bp"] + curve["band_end_bp"]) / 2e3
+            ax.errorbar(
+                middle,
+                curve["per_instance"],
+                yerr=[
+                    curve["per_instance"] - curve["per_instance_low"],
+                    curve["per_instance_high"] - curve["per_instance"],
+                ],
+                marker="o",
+                capsize=2,
+                label=motif,
+            )
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(cell_type)
+        ax.set_xlabel("distance to the region (kb, band middle)")
+    axes[0][0].set_ylabel(f"change per instance\n({units})")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_interpretation_plots(
+    table: pd.DataFrame, by_distance: pd.DataFrame, directory: str | Path, units: str
+) -> list[Path]:
+    """The motif-effect heatmaps and the context decay curves (getdiff interpret)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    heatmap, decay = directory / "motif_effects.png", directory / "context_by_distance.png"
+    _effect_heatmaps(heatmap, table, units)
+    _context_decay(decay, by_distance, table, units)
+    return [heatmap, decay]

@@ -53,6 +53,7 @@ from getdiff.motifs import (
     load_motif_mapping,
     scan_read_ahead,
 )
+from getdiff.paths import REGIONS_FILE
 from getdiff.peaks import load_peaks, natural_chrom_key
 from getdiff.tensors import (
     ACCESSIBILITY,
@@ -75,7 +76,7 @@ log = logging.getLogger(__name__)
 def output_paths(outdir: str | Path) -> dict[str, Path]:
     """Output files of one cell type: the manifest (renamed in last), 'regions', one per split."""
     outdir = Path(outdir)
-    paths = {MANIFEST: outdir / MANIFEST, "regions": outdir / "regions.parquet"}
+    paths = {MANIFEST: outdir / MANIFEST, "regions": outdir / REGIONS_FILE}
     paths.update({split: outdir / windows_file(split) for split in SPLITS})
     return paths
 
@@ -191,6 +192,7 @@ def _kept_peaks(settings: PrepareSettings) -> tuple[pd.DataFrame, dict[str, int]
         drop_zero_accessibility=section["drop_zero_accessibility"],
         duplicate_peaks=section["duplicate_peaks"],
         barcodes=barcodes,
+        barcode_file=settings.barcodes,
         chrom_naming=section["chrom_naming"],
         read_filter=read_filter(section["bam"]),
     )

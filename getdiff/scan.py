@@ -62,6 +62,7 @@ from getdiff.errors import ConfigError, InputError
 from getdiff.indexes import IUPAC, check_fasta_index, fai_problem, fasta_problem
 from getdiff.intervals import MISMATCH_HINT, check_within_lengths
 from getdiff.io import check_regular_file, exclusive, is_gzipped, output_set, reading
+from getdiff.paths import SCAN_FILES, in_folder
 from getdiff.peaks import genome_order, harmonise_chrom, read_peak_file
 
 log = logging.getLogger(__name__)
@@ -79,14 +80,9 @@ SCORE_DECIMALS = 4
 
 
 def output_paths(outdir: str | Path) -> dict[str, Path]:
-    """The scan's output set; the scan itself first (it marks a complete set)."""
-    outdir = Path(outdir)
-    return {
-        "scan": outdir / "motif_scan.tsv.gz",
-        "index": outdir / "motif_scan.tsv.gz.tbi",
-        "motifs": outdir / "motifs.tsv",
-        "names": outdir / "motif_names.txt",
-    }
+    """The scan's output set (getdiff.paths.SCAN_FILES); the scan itself first (it marks a
+    complete set)."""
+    return in_folder(outdir, SCAN_FILES)
 
 
 # --- motifs ------------------------------------------------------------------------------------

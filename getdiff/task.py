@@ -25,12 +25,15 @@ from typing import Any
 
 import torch
 
+from getdiff.defaults import DEFAULTS
 from getdiff.diffusion import Target
 from getdiff.errors import ConfigError
 from getdiff.tensors import ACCESSIBILITY
 
 TASKS = ("all", "accessibility")
-SPEC_TASK = {"predict": "all", "scaling": "none"}
+# The spec's task is the schema's default task: section; a model file that records no task
+# (written by hand, or by getdiff before it recorded one) is served as it.
+SPEC_TASK = dict(DEFAULTS["task"])
 
 
 def predicted_features(task: str, feature_names: list[str]) -> list[str]:

@@ -38,6 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from getdiff.errors import InputError
+from getdiff.paths import MANIFEST_FILE as MANIFEST
+from getdiff.paths import SPLITS, windows_file
 
 if TYPE_CHECKING:
     from scipy import sparse
@@ -46,12 +48,6 @@ log = logging.getLogger(__name__)
 
 METADATA_KEY = b"getdiff"
 ACCESSIBILITY = "accessibility"
-SPLITS = ("train", "validation", "test")
-
-
-def windows_file(split: str) -> str:
-    """File name of a split's windows inside a cell type's prepared folder."""
-    return f"windows_{split}.parquet"
 
 
 def windows_path(prepared_dir: str | Path, cell_type: str, split: str) -> Path:
@@ -463,7 +459,6 @@ def read_metadata(path: str | Path, expected_format: str | None = None) -> dict[
     return meta
 
 
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "getdiff.prepared/1"
 
 
@@ -599,7 +594,9 @@ def region_features(regions: pd.DataFrame) -> np.ndarray:
 
 __all__ = [
     "ACCESSIBILITY",
+    "MANIFEST",
     "METADATA_KEY",
+    "SPLITS",
     "WindowLayout",
     "FeatureMatrix",
     "WindowSet",
@@ -616,5 +613,7 @@ __all__ = [
     "to_raw_units",
     "train_starts",
     "write_region_table",
+    "windows_file",
+    "windows_path",
     "write_window_set",
 ]

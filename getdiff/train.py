@@ -26,23 +26,34 @@ dropout draws depend on the layout (rank, micro-batch), so such runs agree in di
 Only rank 0 validates, logs and writes; the progress line's rates are those of all ranks
 together (steps/s of global batches, tokens/s and GFLOP/s over every process).
 
-Validation every ``eval_every`` steps and at the end, on the first ``val_windows`` validation
-windows with masks, t and noise fixed by the seed (same every pass and every run); the weights
-with the lowest validation loss are the result.
+Validation every ``eval_every`` steps and at the end, on ``val_windows`` validation windows taken
+in turn from each cell type, with masks, t and noise fixed by the seed (same every pass and every
+run). Each pass
+scores the masked MSE, the masked Pearson over the predicted values, and the masked
+accessibility Pearson: per cell type over its validation windows' masked regions, then the mean
+over the cell types (pooled, the cell types' levels would dominate it). The weights of the pass
+that ``train.select_by`` ranks first are the result (:func:`selection_key`): the highest
+accessibility Pearson (default, either task), or the lowest loss; ties, and passes whose
+Pearson is undefined (constant accessibility), are ranked by the loss.
 
 Outputs in ``outdir`` (written atomically, only once training has finished):
 
 - ``model.safetensors``: best weights (of the EMA when ``train.ema_decay`` > 0) with LoRA merged
   (:func:`getdiff.model.save_model`);
   metadata: cell_types, feature_names, train_feature_mean (per feature, over all train-split
-  regions of the group), window_size, task (getdiff.task), diffusion settings, best_step,
-  best_val_loss.
+  regions of the group), window_size, task (getdiff.task), diffusion settings, select_by,
+  best_step, and the chosen pass's best_val_loss and best_val_accessibility_pearson (without
+  validation windows: select_by null, the last step).
 - ``adapter/``: the peft adapters of the best weights (or a README when ``use_lora`` is false).
-- ``history.tsv``: one row per log or validation step (columns ``HISTORY_COLUMNS``).
+- ``history.tsv``: one row per log or validation step (columns ``HISTORY_COLUMNS``); ``best``
+  is 1 on the row of the exported step, 0 on the other validation rows.
 - ``config.yaml``: the resolved configuration.
 
 Resuming: ``outdir/checkpoints/last.pt`` (model, optimizer, scheduler, RNG states, step, history,
-best so far) is written every ``checkpoint_every`` steps and ``best.pt`` at each new best. A rerun
+the best pass so far) is written every ``checkpoint_every`` steps, and ``best-<step>.pt`` (the
+weights validation scored) at each new best. The best file that ``last.pt`` names is deleted only
+once a later ``last.pt`` names another, so a run killed after a new best resumes with its own
+best file (the later one, of a lost future, is deleted on resume). A rerun
 with the same settings and inputs continues from ``last.pt`` and reaches the same weights as an
 uninterrupted run (under DDP too: every rank's RNG state is saved); if the settings or inputs
 differ it starts afresh (``RESUME_NEUTRAL_KEYS`` may differ: e.g. a run may resume on another
@@ -55,6 +66,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -88,10 +100,17 @@ from getdiff.diffusion import (
 from getdiff.distributed import Ranks
 from getdiff.errors import ConfigError, GetdiffError, InputError
 from getdiff.io import atomic_dir, atomic_path, exclusive, output_set
-from getdiff.lora import unwrap
+from getdiff.lora import apply_lora, merge_lora, save_adapters, unwrap
 from getdiff.model import build_model, count_parameters, save_model, train_step_flops
+from getdiff.paths import (
+    CHECKPOINTS_DIR,
+    LAST_CHECKPOINT,
+    TRAIN_DIRECTORIES,
+    TRAIN_FILES,
+    in_folder,
+)
 from getdiff.task import target as task_target
-from getdiff.tensors import load_window_set, region_midpoints, windows_path
+from getdiff.tensors import ACCESSIBILITY, load_window_set, region_midpoints, windows_path
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +122,8 @@ HISTORY_COLUMNS = (
     "val_loss",
     "masked_pearson",
     "val_masked_pearson",
+    "val_accessibility_pearson",
+    "best",
     "grad_norm",
     "steps_per_s",
     "tokens_per_s",
@@ -220,15 +241,28 @@ class ValidationSet:
     noise: torch.Tensor  # (V, W, F)
 
 
+def spread_over_cell_types(cell_type: torch.Tensor, count: int) -> torch.Tensor:
+    """(count,) sorted window indices taken in turn from each cell type, each in its windows'
+    order: every cell type is scored even when the first one has ``count`` windows, and all the
+    windows (in order) when there are no more than ``count``."""
+    rank = torch.empty_like(cell_type)  # each window's position among its cell type's
+    for value in cell_type.unique():
+        rows = cell_type == value
+        rank[rows] = torch.arange(int(rows.sum()), device=cell_type.device)
+    turns = rank * (int(cell_type.max()) + 1) + cell_type
+    return torch.sort(torch.argsort(turns, stable=True)[:count]).values
+
+
 def make_validation_set(
     data: WindowData, count: int, mask_ratio: float, num_timesteps: int, seed: int
 ) -> ValidationSet | None:
-    """The first ``count`` windows with masks/t/noise drawn on the CPU (same on every device)."""
+    """``count`` windows (:func:`spread_over_cell_types`) with masks/t/noise drawn on the CPU
+    (same on every device)."""
     count = min(count, len(data))
     if count == 0:
         return None
     generator = torch.Generator().manual_seed(seed)
-    x0, positions, cell_type = data.batch(torch.arange(count, device=data.starts.device))
+    x0, positions, cell_type = data.batch(spread_over_cell_types(data.cell_type, count))
     mask = random_masks(count, data.window_size, mask_ratio, generator=generator)
     t = random_timesteps(count, num_timesteps, generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
@@ -296,8 +330,12 @@ def validate(
     batch_size: int,
     autocast: torch.autocast,
     target: Target,
-) -> tuple[float, float]:
-    """(masked MSE, masked Pearson) over the whole fixed validation set, in eval mode."""
+    accessibility: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """The history's validation columns over the whole fixed validation set, in eval mode:
+    ``val_loss`` (masked MSE), ``val_masked_pearson`` (over the predicted values) and
+    ``val_accessibility_pearson`` (:func:`accessibility_pearson` of the (F,) bool column mask
+    ``accessibility``; NaN without one)."""
     model.eval()
     squared, count = 0.0, 0
     preds = []
@@ -319,7 +357,40 @@ def validate(
         count += values
         preds.append(pred.float())
     model.train()
-    return squared / count, masked_pearson(torch.cat(preds), val.x0, val.mask, target.columns)
+    pred = torch.cat(preds)
+    return {
+        "val_loss": squared / count,
+        "val_masked_pearson": masked_pearson(pred, val.x0, val.mask, target.columns),
+        "val_accessibility_pearson": accessibility_pearson(pred, val, accessibility),
+    }
+
+
+def accessibility_pearson(
+    pred: torch.Tensor, val: ValidationSet, accessibility: torch.Tensor | None
+) -> float:
+    """Mean over the validation set's cell types of each one's masked accessibility Pearson
+    (cell types whose Pearson is undefined left out; NaN if none is defined or no column)."""
+    if accessibility is None:
+        return math.nan
+    scores = []
+    for cell_type in val.cell_type.unique().tolist():
+        rows = val.cell_type == cell_type
+        scores.append(masked_pearson(pred[rows], val.x0[rows], val.mask[rows], accessibility))
+    defined = [score for score in scores if math.isfinite(score)]
+    return sum(defined) / len(defined) if defined else math.nan
+
+
+def selection_key(row: dict[str, float], select_by: str) -> tuple[float, ...]:
+    """How ``train.select_by`` ranks a validation pass (larger is better): the accessibility
+    Pearson, then the lower loss; or the loss alone. An undefined value ranks last."""
+
+    def defined(value: float) -> float:
+        return value if math.isfinite(value) else -math.inf
+
+    loss = defined(-row["val_loss"])
+    if select_by == "val_loss":
+        return (loss,)
+    return (defined(row["val_accessibility_pearson"]), loss)
 
 
 def _config_fingerprint(config: dict[str, Any], cell_types: list[str], inputs: list[Path]) -> str:
@@ -348,11 +419,10 @@ def build_training_model(
     """The network from preset + overrides, GET weights imported if configured, LoRA if enabled."""
     settings = config["model"]
     overrides = dict(settings["overrides"])
-    mask_ratio = config["diffusion"]["mask_ratio"]
-    if overrides.setdefault("mask_ratio", mask_ratio) != mask_ratio:
+    if "mask_ratio" in overrides:  # no ModelConfig field: the masks are training's, not the net's
         raise ConfigError(
-            "key 'model.overrides.mask_ratio' differs from 'diffusion.mask_ratio', which training "
-            "uses; set only diffusion.mask_ratio"
+            "key 'model.overrides.mask_ratio': the share of masked regions is "
+            "diffusion.mask_ratio; set only that"
         )
     overrides["window_conditioning"] = config["task"]["scaling"] == "window"
     overrides["num_cell_types"] = num_cell_types if settings["cell_type_embedding"] else 0
@@ -386,8 +456,6 @@ def build_training_model(
             report["initialised"],
         )
     if settings["use_lora"]:
-        from getdiff.lora import apply_lora
-
         if not settings["pretrained_checkpoint"]:
             log.warning(
                 "model.use_lora is true but no model.pretrained_checkpoint is set: LoRA will adapt "
@@ -409,8 +477,6 @@ def _export(
 ) -> None:
     """Write the adapter directory and the model (LoRA merged) from the current weights."""
     if use_lora:
-        from getdiff.lora import merge_lora, save_adapters
-
         save_adapters(model, adapter)
         model = merge_lora(model)
     else:
@@ -423,7 +489,14 @@ def _export(
     save_model(model, model_path, extra_metadata=metadata)
 
 
-def _write_history(rows: list[dict[str, float]], path: Path) -> None:
+def _write_history(rows: list[dict[str, float]], path: Path, exported_step: int) -> None:
+    """The history as TSV, ``best`` = 1 on the validation row of ``exported_step`` (0 on the
+    other validation rows; the last row when training had no validation windows)."""
+    rows = [
+        {**row, "best": int(row["step"] == exported_step)} if "val_loss" in row else row
+        for row in rows
+    ]
+
     def cell(value: float) -> str:
         return (
             ""
@@ -520,11 +593,20 @@ class Run:
 
     @property
     def last_path(self) -> Path:
-        return self.outdir / "checkpoints" / "last.pt"
+        return self.outdir / CHECKPOINTS_DIR / LAST_CHECKPOINT
 
-    @property
-    def best_path(self) -> Path:
-        return self.outdir / "checkpoints" / "best.pt"
+    def best_path(self, step: int) -> Path:
+        """The weights of the validation pass at ``step``, kept while it is the best."""
+        return self.outdir / CHECKPOINTS_DIR / f"best-{step}.pt"
+
+    def best_files(self) -> dict[int, Path]:
+        """Step -> ``best-<step>.pt`` of every best file in ``checkpoints/``."""
+        found = {}
+        for path in (self.outdir / CHECKPOINTS_DIR).glob("best-*.pt"):
+            step = path.stem.removeprefix("best-")
+            if step.isdigit():
+                found[int(step)] = path
+        return found
 
 
 def prepare_run(
@@ -618,8 +700,7 @@ class TrainState:
     step: int = 0
     interval_steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    best_val_loss: float = math.inf
-    best_step: int = -1
+    best: dict[str, float] | None = None  # the validation row of the best pass so far
     ema: dict[str, torch.Tensor] | None = None  # train.ema_decay > 0: the averaged weights
 
     @classmethod
@@ -651,6 +732,11 @@ class TrainState:
             ema=ema_start(model) if settings["ema_decay"] > 0 else None,
         )
 
+    @property
+    def best_step(self) -> int:
+        """The step of the best validation pass so far (-1 before the first)."""
+        return -1 if self.best is None else int(self.best["step"])
+
     def to_checkpoint(self, fingerprint: str, ranks: Ranks) -> dict[str, Any]:
         """The checkpoint dict; a collective under DDP (every rank must call it)."""
         return {
@@ -660,8 +746,7 @@ class TrainState:
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_states(self.generator, ranks),
             "history": self.history,
-            "best_val_loss": self.best_val_loss,
-            "best_step": self.best_step,
+            "best": self.best,
             "loss_sum": float(ranks.mean_(self.loss_sum)),
             "interval_steps": self.interval_steps,
             "fingerprint": fingerprint,
@@ -674,7 +759,7 @@ class TrainState:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         _set_rng_states(checkpoint["rng"], self.generator, ranks, seed)
         self.step, self.history = checkpoint["step"], checkpoint["history"]
-        self.best_val_loss, self.best_step = checkpoint["best_val_loss"], checkpoint["best_step"]
+        self.best = checkpoint["best"]
         self.loss_sum.fill_(checkpoint["loss_sum"])  # the mean over ranks, on every rank
         self.interval_steps = checkpoint["interval_steps"]
         if self.ema is not None:
@@ -739,8 +824,17 @@ def resume(state: TrainState, run: Run) -> None:
             log.info("resuming from %s at step %d", path, state.step)
         else:
             log.warning("%s was written with other settings or inputs: starting afresh", path)
-    if state.step == 0 and run.ranks.is_main:
-        run.best_path.unlink(missing_ok=True)  # a stale best from another run must not be picked
+    if run.ranks.is_main:
+        # A best file of another run, or of this run's future lost with the kill, is stale.
+        (run.outdir / CHECKPOINTS_DIR / "best.pt").unlink(missing_ok=True)  # older getdiff's name
+        prune_best(state, run)
+
+
+def prune_best(state: TrainState, run: Run) -> None:
+    """Delete every ``best-<step>.pt`` but the one of the state's best pass (rank 0)."""
+    for step, path in run.best_files().items():
+        if step != state.best_step:
+            path.unlink(missing_ok=True)
 
 
 def draw_batch(state: TrainState, run: Run, sampler: EpochSampler) -> dict[str, torch.Tensor]:
@@ -912,49 +1006,85 @@ def report(row: dict[str, float], max_steps: int, bar: tqdm, processes: int = 1)
     )
 
 
-def validation_step(state: TrainState, run: Run) -> tuple[float, float]:
-    """Score the fixed validation set; keep ``best.pt`` at the lowest loss so far (rank 0)."""
+def validation_step(state: TrainState, run: Run) -> dict[str, float]:
+    """Score the fixed validation set (the history's validation columns); at a new best by
+    ``train.select_by``, keep its weights in ``best-<step>.pt`` (rank 0)."""
     if run.val is None:
-        return math.nan, math.nan
+        return dict.fromkeys(
+            ("val_loss", "val_masked_pearson", "val_accessibility_pearson"), math.nan
+        )
+    names = run.train_data.feature_names
+    accessibility = (
+        torch.tensor([name == ACCESSIBILITY for name in names], device=run.device)
+        if ACCESSIBILITY in names
+        else None
+    )
+    select_by = run.settings["select_by"]
     with averaged_weights(state):
-        val_loss, val_pearson = validate(
+        scores = validate(
             state.model,
             run.diffusion,
             run.val,
             run.settings["batch_size"],
             run.autocast,
             run.target,
+            accessibility,
+        )
+        new_best = state.best is None or selection_key(scores, select_by) > selection_key(
+            state.best, select_by
         )
         log.info(
-            "step %d validation%s: loss %.5f, masked Pearson %.4f",
+            "step %d validation%s: loss %.5f, masked Pearson %.4f, accessibility Pearson %.4f%s",
             state.step,
             " (EMA weights)" if state.ema is not None else "",
-            val_loss,
-            val_pearson,
+            scores["val_loss"],
+            scores["val_masked_pearson"],
+            scores["val_accessibility_pearson"],
+            f" (best by {select_by} so far)" if new_best else "",
         )
-        if val_loss < state.best_val_loss:
-            state.best_val_loss, state.best_step = val_loss, state.step
-            _save({"step": state.step, "model": state.model.state_dict()}, run.best_path)
-    return val_loss, val_pearson
+        if new_best:
+            state.best = {"step": state.step, **scores}
+            _save(
+                {"step": state.step, "model": state.model.state_dict()}, run.best_path(state.step)
+            )
+    return scores
 
 
 def save_checkpoint(state: TrainState, run: Run) -> None:
-    """Write ``last.pt`` (rank 0; every rank takes part in gathering the RNG states)."""
+    """Write ``last.pt``, then drop the best files it no longer names (rank 0; every rank takes
+    part in gathering the RNG states)."""
     checkpoint = state.to_checkpoint(run.fingerprint, run.ranks)
     if run.ranks.is_main:
         _save(checkpoint, run.last_path)
+        prune_best(state, run)
 
 
 def export(state: TrainState, run: Run) -> None:
     """Load the best weights and write model, adapter, history and config (each atomically)."""
-    if run.val is not None and state.best_step >= 0:
-        best = torch.load(run.best_path, map_location="cpu", weights_only=True)
-        state.model.load_state_dict(best["model"])
-        log.info("best validation loss %.5f at step %d", state.best_val_loss, state.best_step)
+    best = state.best if run.val is not None else None
+    if best is not None:
+        path = run.best_path(state.best_step)
+        if not path.exists():
+            raise InputError(
+                path,
+                "missing: the weights of the best validation pass, which checkpoints/last.pt "
+                "names (delete checkpoints/ to train afresh)",
+            )
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+        state.model.load_state_dict(weights["model"])
+        log.info(
+            "exporting the weights of step %d, best by %s: validation loss %.5f, accessibility "
+            "Pearson %.4f",
+            state.best_step,
+            run.settings["select_by"],
+            best["val_loss"],
+            best["val_accessibility_pearson"],
+        )
     elif state.ema is not None:
         state.model.load_state_dict({**state.model.state_dict(), **state.ema})
     settings, model_settings = run.settings, run.config["model"]
     data = run.train_data
+    exported_step = state.best_step if best is not None else settings["max_steps"]
     metadata = {
         "getdiff_version": __version__,
         "cell_types": run.cell_types,
@@ -966,20 +1096,25 @@ def export(state: TrainState, run: Run) -> None:
         "preset": model_settings["preset"],
         "use_lora": model_settings["use_lora"],
         "steps": settings["max_steps"],
-        "best_step": state.best_step if run.val is not None else settings["max_steps"],
-        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+        "select_by": settings["select_by"] if best is not None else None,
+        "best_step": exported_step,
+        "best_val_loss": _finite_or_none(best, "val_loss"),
+        "best_val_accessibility_pearson": _finite_or_none(best, "val_accessibility_pearson"),
         "ema_decay": settings["ema_decay"],
     }
     state.model.eval()
     # One set: the model (what the workflow waits for) is renamed in last.
-    names = {"model": "model.safetensors", "adapter": "adapter"}
-    names.update(history="history.tsv", config="config.yaml")
-    paths = {key: run.outdir / name for key, name in names.items()}
-    with output_set(paths, directories={"adapter"}) as tmp:
+    paths = in_folder(run.outdir, TRAIN_FILES)
+    with output_set(paths, directories=TRAIN_DIRECTORIES) as tmp:
         _export(state.model, model_settings["use_lora"], tmp["adapter"], tmp["model"], metadata)
-        _write_history(state.history, tmp["history"])
+        _write_history(state.history, tmp["history"], exported_step)
         tmp["config"].write_text(yaml.safe_dump(run.config, sort_keys=False), encoding="utf-8")
     log.info("wrote %s", run.outdir)
+
+
+def _finite_or_none(row: dict[str, float] | None, key: str) -> float | None:
+    value = None if row is None else row[key]
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _log_model(state: TrainState, run: Run) -> None:
@@ -1005,6 +1140,11 @@ def _log_model(state: TrainState, run: Run) -> None:
         len(data),
         data.window_size,
         len(data.feature_names),
+    )
+    log.info(  # what a scheduler gave the job (tests/test_slurm.py checks it)
+        "visible GPUs: CUDA_VISIBLE_DEVICES=%s SLURM_JOB_GPUS=%s",
+        os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+        os.environ.get("SLURM_JOB_GPUS", "unset"),
     )
     asked = settings["devices"] * settings["nodes"]
     if asked != ranks.world_size:
@@ -1099,8 +1239,7 @@ def after_step(
         if main:
             report(row, settings["max_steps"], bar, run.ranks.world_size)
     if main and (step % settings["eval_every"] == 0 or final):
-        val_loss, val_pearson = validation_step(state, run)
-        row.update(step=step, val_loss=val_loss, val_masked_pearson=val_pearson)
+        row.update(step=step, **validation_step(state, run))
     if row:
         state.history.append(row)
     if step % settings["checkpoint_every"] == 0 or final:

@@ -1,42 +1,50 @@
-"""Shared pytest fixtures and helpers.
+"""Shared pytest fixtures; the plain helpers they use are in helpers.py (import them from there;
+pinned_env, prepare_with and prepare_three_peaks are still importable from here).
 
 - ``one_torch_thread`` (autouse): torch runs on one thread in every test.
 - ``pinned_kernels``: for a test that promises bit-for-bit equality on one machine (a resumed
   or rerun training against a straight one, in this process): one torch thread and
   deterministic algorithms, both restored afterwards.
-- ``pinned_env()``: ``os.environ`` with one thread for torch's and numpy's math libraries, for
-  child processes whose outputs a test compares bit for bit.
-- ``write_lines(path, lines, gz=False)``: write text lines (helper, importable as a fixture).
+- ``write_lines``: :func:`helpers.write_lines` as a fixture.
 - ``tiny_clusters``: a 3-name cluster file (``A``, ``B``, ``C``) for hand-computed cases.
 - ``small_demo``: demo inputs written once per session (600 peaks per cell type on chr1, chr10,
   chr11, chr21; seed 3) -> dict of paths from :func:`getdiff.demo.write_demo_data`.
+- ``toy`` (per module): the toy inputs of helpers.py prepared (W=4, F=4), an untrained tiny
+  model saved as train would, its calibration and config.
+- ``prepared`` (per module): helpers.py's synthetic training windows, two cell types.
 """
 
 from __future__ import annotations
 
-import gzip
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from helpers import (  # noqa: F401  (pinned_env, prepare_with, prepare_three_peaks: re-exported)
+    CELL_TYPES,
+    PEAKS,
+    SCAN,
+    TINY_MODEL,
+    TOY_FEATURES,
+    TOY_PREPARE,
+    F,
+    W,
+    pinned_env,
+    prepare_three_peaks,
+    prepare_with,
+    write_cli_config,
+    write_split,
+    write_text,
+)
+from helpers import write_lines as write_lines_helper
 
+from getdiff.cli import main
 from getdiff.demo import write_demo_data
+from getdiff.model import build_model, save_model
 
 SMALL_DEMO_CHROMOSOMES = ["chr1", "chr10", "chr11", "chr21"]
-
-
-def _write_lines(path: Path, lines: Sequence[str], gz: bool = False, eol: str = "\n") -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(f"{line}{eol}" for line in lines).encode()
-    if gz:
-        with gzip.open(path, "wb") as handle:
-            handle.write(data)
-    else:
-        path.write_bytes(data)
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -66,23 +74,14 @@ def pinned_kernels():
     torch.set_num_threads(threads)
 
 
-# Child processes compared bit for bit with each other run on one thread whatever the machine's
-# core count (the CLI's --threads pins torch; these pin what runs before it and numpy's BLAS).
-PINNED_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def pinned_env() -> dict[str, str]:
-    return {**os.environ, **PINNED_THREADS}
-
-
 @pytest.fixture
 def write_lines() -> Callable[..., Path]:
-    return _write_lines
+    return write_lines_helper
 
 
 @pytest.fixture
 def tiny_clusters(tmp_path: Path) -> Path:
-    return _write_lines(tmp_path / "clusters.txt", ["A", "B", "C"])
+    return write_lines_helper(tmp_path / "clusters.txt", ["A", "B", "C"])
 
 
 @pytest.fixture(scope="session")
@@ -91,42 +90,56 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_demo_data(out, peaks_per_cell_type=600, chromosomes=SMALL_DEMO_CHROMOSOMES, seed=3)
 
 
-RUN_KEYS = ("chunk_lines", "use_index")
-ROW_KEYS = ("cell_type", "peaks", "counts_column", "counts_file", "barcodes")
-TOP_KEYS = ("motif_scan", "cluster_names", "motif_to_cluster", "genome")
-
-
-def prepare_with(outdir: Path, **flat) -> dict[str, Path]:
-    """Run prepare_cell_type from flat keywords: sheet columns, top-level config keys, prepare:
-    keys (schema defaults for the rest) and the run options chunk_lines/use_index."""
-    from getdiff.config import validate_config
-    from getdiff.prepare import PrepareSettings, prepare_cell_type
-
-    row = {key: flat.pop(key) for key in ROW_KEYS if key in flat}
-    run = {key: flat.pop(key) for key in RUN_KEYS if key in flat}
-    top = {key: str(flat.pop(key)) for key in TOP_KEYS if flat.get(key) is not None}
-    for key in TOP_KEYS:
-        flat.pop(key, None)
-    config = validate_config({"cell_types": "unused.tsv", **top, "prepare": flat})
-    return prepare_cell_type(PrepareSettings.from_config(config, row, **run), outdir)
-
-
-def prepare_three_peaks(tmp_path: Path, **inputs) -> Path:
-    """prepare on three peaks (two overlapping on chr1, one on chr2), a two-hit scan and clusters
-    A, B, chr2 held out, plus ``inputs`` (the counts source, its options); -> regions.parquet."""
-    peaks = ["chr1\t100\t200", "chr1\t150\t300", "chr2\t0\t50"]
-    hits = ["chr1\t110\t120\tA\t3", "chr2\t5\t9\tB\t2"]
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> dict[str, Path]:
+    """The toy inputs prepared for real (W=4, F=4) and an untrained tiny model, saved as train."""
+    root = tmp_path_factory.mktemp("toy")
+    clusters = write_text(root / "clusters.txt", TOY_FEATURES[:-1])
+    peaks, scan = write_text(root / "peaks.bed", PEAKS), write_text(root / "scan.bed", SCAN)
     prepare_with(
-        tmp_path / "out",
-        cell_type=inputs.pop("cell_type", "T"),
-        peaks=_write_lines(tmp_path / "peaks.bed", peaks),
-        motif_scan=_write_lines(tmp_path / "scan.bed", hits),
-        cluster_names=_write_lines(tmp_path / "clusters.txt", ["A", "B"]),
-        chromosomes=["chr1", "chr2"],
-        window_size=2,
-        max_span=10**9,
-        validation_chromosomes=[],
-        test_chromosomes=["chr2"],
-        **inputs,
+        cell_type="toy",
+        peaks=peaks,
+        motif_scan=scan,
+        cluster_names=clusters,
+        counts_column=5,
+        outdir=root / "prepared" / "toy",
+        **TOY_PREPARE,
     )
-    return tmp_path / "out" / "regions.parquet"
+    torch.manual_seed(0)
+    model = build_model(
+        "tiny", **TINY_MODEL, num_motif=len(TOY_FEATURES), num_regions=TOY_PREPARE["window_size"]
+    )
+    extra = {"train_feature_mean": [0.5] * len(TOY_FEATURES), "feature_names": TOY_FEATURES}
+    save_model(model, root / "model.safetensors", extra_metadata=extra)
+    config = write_cli_config(root, peaks, scan, clusters)
+    calibration = root / "calibration.parquet"
+    argv = ["calibrate", "--config", str(config), "--group", "all", "--model"]
+    argv += [str(root / "model.safetensors"), "--prepared-dir", str(root / "prepared")]
+    assert main([*argv, "--output", str(calibration)]) == 0
+    return {
+        "root": root,
+        "calibration": calibration,
+        "clusters": clusters,
+        "peaks": peaks,
+        "scan": scan,
+        "prepared": root / "prepared",
+        "model": root / "model.safetensors",
+        "config": config,
+    }
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """Two cell types; each feature is a per-cell-type constant plus small noise (learnable)."""
+    root = tmp_path_factory.mktemp("prepared")
+    rng = np.random.default_rng(0)
+    for cell_type in CELL_TYPES:
+        level = rng.uniform(0.2, 0.8, size=F).astype(np.float32)
+        for split, n in (("train", 200), ("validation", 80)):
+            noise = rng.normal(0, 0.05, size=(n, F)).astype(np.float32)
+            features = np.clip(level + noise, 0, 1)
+            starts = np.arange(0, n - W + 1, 8, dtype=np.int64)
+            write_split(
+                root / cell_type / f"windows_{split}.parquet", features, starts, cell_type, split
+            )
+    return root

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import os
 import zlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -238,6 +240,8 @@ def test_a_corrupt_block_inside_a_bam_is_an_error_naming_it(tmp_path):
     middle = len(data) // 2  # inside a BGZF block of chr1's reads, past the header
     data[middle : middle + 64] = bytes(64)
     path.write_bytes(data)
+    index = Path(f"{path}.bai")
+    os.utime(index, ns=(path.stat().st_mtime_ns + 1, path.stat().st_mtime_ns + 1))  # not stale
     with pytest.raises(InputError, match=r"big\.bam: cannot be read as BAM/CRAM"):
         count_read_insertions(path, PEAKS, default_filter())
 

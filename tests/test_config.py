@@ -200,3 +200,12 @@ def test_a_stage_config_of_a_scanning_config_validates_again_in_the_command():
         again = validate_config(json.loads(stage_config_json(config, section)))
         assert again["motif_scan"] == "out/a/scan/motif_scan.tsv.gz"
         assert again["cluster_names"] == "out/a/scan/motif_names.txt"
+
+
+def test_the_cell_types_key_names_every_column_of_the_sheet():
+    from getdiff.defaults import CELL_TYPES_SCHEMA, CONFIG_SCHEMA, read_schema
+
+    description = read_schema(CONFIG_SCHEMA)["properties"]["cell_types"]["description"]
+    columns = read_schema(CELL_TYPES_SCHEMA)["properties"]
+    missing = [column for column in columns if column not in description]
+    assert not missing, f"config schema's cell_types description omits the columns {missing}"

@@ -53,6 +53,7 @@ def test_writes_three_cell_types_scan_sheet_and_config(small_demo):
         "motif_scan",
         "genome_fasta",
         "motifs",
+        "planted_effects",
         "cell_types",
         "config",
     }
@@ -166,3 +167,48 @@ def test_scanning_the_demo_genome_finds_the_planted_motifs(small_demo, tmp_path)
     recovered = planted.merge(found, on=columns, how="left", indicator=True)["_merge"] == "both"
     assert recovered.mean() > 0.85
     assert len(found) < 4 * len(planted)
+
+
+def test_planted_effects_name_every_cluster_per_cell_type(small_demo):
+    planted = pd.read_csv(small_demo["planted_effects"], sep="\t", keep_default_na=False)
+    names = load_cluster_names()
+    for cell_type in CELL_TYPES:
+        rows = planted[planted["cell_type"] == cell_type]
+        single = rows[rows["kind"] != "cooperative"]
+        assert single["motif"].tolist() == names  # one cis or neighbour weight per cluster
+        assert (single["kind"] == "neighbour").sum() == 6
+        assert (single.loc[single["kind"] == "neighbour", "decay_bp"] == 20000).all()
+        pairs = rows[rows["kind"] == "cooperative"]
+        assert len(pairs) == 3 and set(pairs["partner"]) <= set(names)
+    cis = planted[planted["kind"] == "cis"].pivot(
+        index="motif", columns="cell_type", values="weight"
+    )
+    assert (cis != 0).all().all()  # every cluster has a cis weight, differing between cell types
+    assert cis.corr().min().min() < 0.9
+
+
+def test_neighbour_acting_motifs_shift_the_peaks_around_them(tmp_path):
+    """A peak's log count rises with the neighbour-acting motifs of positive weight within 20 kb
+    around it (its own motifs aside), and falls with those of negative weight."""
+    import numpy as np
+
+    paths = write_demo_data(tmp_path / "demo", 20000, ["chr1", "chr2"], seed=0)
+    planted = pd.read_csv(paths["planted_effects"], sep="\t", keep_default_na=False)
+    cell_type = CELL_TYPES[0]
+    acting = planted[(planted["cell_type"] == cell_type) & (planted["kind"] == "neighbour")]
+    peaks = read_table(paths[f"peaks_{cell_type}"]).iloc[:, [0, 1, 2, 6]]
+    peaks.columns = ["chrom", "start", "end", "count"]
+    hits = read_table(paths["motif_scan"]).iloc[:, [0, 1, 3]]
+    hits.columns = ["chrom", "start", "motif"]
+    for sign in (1, -1):
+        motifs = set(acting.loc[np.sign(acting["weight"]) == sign, "motif"])
+        near = np.zeros(len(peaks))
+        for chrom, group in peaks.groupby("chrom"):
+            middle = ((group["start"] + group["end"]) / 2).to_numpy()
+            at = hits[(hits["chrom"] == chrom) & hits["motif"].isin(motifs)]["start"].to_numpy()
+            at = np.sort(at)
+            around = np.searchsorted(at, middle + 20_000) - np.searchsorted(at, middle - 20_000)
+            own = np.searchsorted(at, group["end"]) - np.searchsorted(at, group["start"])
+            near[group.index] = around - own
+        r = np.corrcoef(near, np.log(peaks["count"]))[0, 1]
+        assert sign * r > 0.05, (sign, r)

@@ -7,6 +7,8 @@ consistent environment.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -31,9 +33,45 @@ WORKFLOW_ONLY = {"snakemake", "pygments"}
 def _pyproject_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    requirements = [Requirement(r) for r in [*project["dependencies"], *extras["tabix"]]]
+    requirements = [Requirement(r) for r in project["dependencies"]]
     workflow = [Requirement(r) for r in extras["workflow"]]
     return requirements + [r for r in workflow if r.name not in WORKFLOW_ONLY]
+
+
+def test_no_extra_repeats_a_core_dependency():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {Requirement(r).name for r in project["dependencies"]}
+    for extra, requirements in project["optional-dependencies"].items():
+        repeated = sorted(core & {Requirement(r).name for r in requirements})
+        assert not repeated, f"extra {extra!r} repeats core dependencies {repeated}"
+
+
+# What the process that runs Snakemake imports of getdiff's dependencies (README.md, "Running
+# the workflow", and getdiff/launch.py say so): the modules the rule files import, no torch.
+SNAKEMAKE_PROCESS_NEEDS = {"jsonschema", "numpy", "pandas", "pyarrow", "yaml"}
+IMPORT_NAMES = {"pyyaml": "yaml", "moods-python": "MOODS", "biopython": "Bio"}
+
+
+def test_the_snakemake_process_imports_only_the_documented_dependencies():
+    rules = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+    modules = sorted(
+        {m for r in rules for m in re.findall(r"^from (getdiff[\w.]*) import", r.read_text(), re.M)}
+    )
+    assert "getdiff.config" in modules
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [Requirement(r).name for r in project["dependencies"]]
+    imports = {IMPORT_NAMES.get(n, n) for n in names}
+    code = f"import sys; import {', '.join(modules)}; print(' '.join(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert {m.split(".")[0] for m in loaded} & imports == SNAKEMAKE_PROCESS_NEEDS
+    readme = (ROOT / "README.md").read_text()
+    documented = re.search(r"The environment that runs `snakemake` itself needs ([^(]+)", readme)
+    pypi = {IMPORT_NAMES.get(n, n): n for n in names}
+    assert set(re.findall(r"`([\w-]+)`", documented.group(1))) == {
+        pypi[m] for m in SNAKEMAKE_PROCESS_NEEDS
+    }
 
 
 def _env_pins(path: Path) -> dict[str, str]:

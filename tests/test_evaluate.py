@@ -1,117 +1,130 @@
-"""Metrics and baselines of the evaluate stage, against hand-computed cases."""
+"""getdiff.evaluate on its own: which parts are scored, every predictor's values from the pass
+that masked each region, the summary and per-feature rows, JSON safety, the cell types scored.
+(The scores themselves: test_metrics.py; the baselines: test_baselines.py.)"""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from getdiff.baselines import (
-    Ridge,
-    neighbour_indices,
-    neighbour_mean_prediction,
-    window_mean_prediction,
-)
-from getdiff.metrics import (
-    centre_by_group,
-    metrics,
-    metrics_per_column,
-    pearson_interval,
-    within_window_pearson,
+from getdiff.baselines import Ridge, neighbour_mean_prediction, window_mean_prediction
+from getdiff.errors import ConfigError
+from getdiff.evaluate import (
+    PREDICTORS,
+    _json_safe,
+    evaluated_cell_types,
+    part_columns,
+    per_feature_rows,
+    score_regions,
+    summarise,
 )
 from getdiff.tensors import WindowSet
 
-
-def test_metrics_match_hand_computed_values():
-    observed = np.array([1.0, 2.0, 3.0, 4.0])
-    predicted = np.array([1.0, 2.0, 2.0, 5.0])
-    result = metrics(observed, predicted)
-    assert result["mse"] == pytest.approx(0.5)
-    # SS_res = 2, SS_tot = 5 -> R^2 = 0.6
-    assert result["r2"] == pytest.approx(0.6)
-    assert result["pearson"] == pytest.approx(np.corrcoef(observed, predicted)[0, 1])
-    # ranks 1 2 3 4 vs 1 2.5 2.5 4 (ties share the average rank): r = 4.5 / sqrt(5 * 4.5)
-    assert result["spearman"] == pytest.approx(4.5 / np.sqrt(5 * 4.5))
-    assert result["n"] == 4
+NAMES = ["A", "B", "accessibility"]
+SIZE = 6
 
 
-def test_constant_prediction_has_undefined_pearson_and_negative_r2():
-    result = metrics(np.array([0.0, 1.0]), np.array([2.0, 2.0]))
-    assert math.isnan(result["pearson"]) and math.isnan(result["spearman"])
-    assert result["r2"] < 0
-
-
-def test_metrics_per_column_equal_metrics_of_each_column():
-    rng = np.random.default_rng(0)
-    observed, predicted = rng.random((50, 3)), rng.random((50, 3))
-    columns = metrics_per_column(observed, predicted)
-    for j in range(3):
-        single = metrics(observed[:, j], predicted[:, j])
-        assert columns["pearson"][j] == pytest.approx(single["pearson"])
-        assert columns["mse"][j] == pytest.approx(single["mse"])
-        assert columns["r2"][j] == pytest.approx(single["r2"])
-
-
-def test_neighbour_indices_find_nearest_unmasked_on_each_side():
-    mask = np.array([True, False, True, True, False, True])
-    left, right = neighbour_indices(mask)
-    assert left.tolist() == [-1, -1, 1, 1, 1, 4]
-    assert right.tolist() == [1, 4, 4, 4, -1, -1]
-
-
-def test_neighbour_mean_uses_one_side_at_window_edges():
-    mask = np.array([True, False, True, True, False, True])
-    values = np.arange(6, dtype=np.float32).reshape(1, 6, 1) * 10
-    prediction = neighbour_mean_prediction(values, mask)[0, :, 0]
-    assert prediction[0] == 10  # only the right neighbour (position 1)
-    assert prediction[2] == pytest.approx((10 + 40) / 2)
-    assert prediction[5] == 40  # only the left neighbour (position 4)
-
-
-def test_window_mean_is_the_mean_of_the_unmasked_rows():
-    mask = np.array([True, False, True, False])
-    values = np.array([[[1.0], [2.0], [3.0], [6.0]]], dtype=np.float32)
-    assert window_mean_prediction(values, mask)[0, :, 0].tolist() == [4.0, 4.0, 4.0, 4.0]
-
-
-def test_within_window_pearson_ignores_window_levels():
-    observed = np.array([[1.0], [2.0], [11.0], [12.0]])
-    window = np.array([0, 0, 1, 1])
-    level_only = np.array([[1.5], [1.5], [11.5], [11.5]])
-    assert metrics(observed, level_only)["pearson"] > 0.99  # pooled looks excellent
-    assert math.isnan(within_window_pearson(observed, level_only, window))  # nothing per region
-    ordered = np.array([[0.0], [1.0], [20.0], [21.0]])
-    assert within_window_pearson(observed, ordered, window) == pytest.approx(1.0)
-    assert centre_by_group(observed, window)[:, 0].tolist() == [-0.5, 0.5, -0.5, 0.5]
-
-
-def test_pearson_interval_contains_r_and_narrows_with_n():
-    low, high = pearson_interval(0.5, 100)
-    assert low < 0.5 < high
-    narrow = pearson_interval(0.5, 10_000)
-    assert high - low > narrow[1] - narrow[0]
-
-
-def ridge_windows(n_windows: int, seed: int) -> WindowSet:
-    """Accessibility = 0.3 * motif A - 0.2 * motif B + 0.5 * window level, exactly."""
+def windows(n_windows: int, seed: int) -> WindowSet:
+    """Non-overlapping windows of SIZE regions with random features, every region scored once."""
     rng = np.random.default_rng(seed)
-    size = 10
-    motifs = rng.random((n_windows * size, 2))
-    level = np.repeat(rng.random(n_windows), size)
-    accessibility = 0.3 * motifs[:, 0] - 0.2 * motifs[:, 1] + 0.5 * level
-    features = np.c_[motifs, accessibility].astype(np.float32)
-    meta = {"feature_names": ["A", "B", "accessibility"], "window_size": size}
-    starts = np.arange(n_windows) * size
-    return WindowSet(features, None, starts, np.ones((n_windows, size), bool), meta)
+    n = n_windows * SIZE
+    regions = pd.DataFrame({"chrom": ["chr1"] * n, "start": np.arange(n) * 1000})
+    regions["end"], regions["name"], regions["region_id"] = regions.start + 500, "p", np.arange(n)
+    features = rng.random((n, len(NAMES))).astype(np.float32)
+    meta = {"feature_names": NAMES, "window_size": SIZE}
+    starts = np.arange(n_windows) * SIZE
+    return WindowSet(features, regions, starts, np.ones((n_windows, SIZE), bool), meta)
 
 
-def test_ridge_recovers_a_linear_accessibility_model_from_motifs_and_window_level():
-    mask = np.arange(10) % 2 == 0
-    ridge = Ridge(np.array([2]), own_motifs=True, alpha=1e-6).fit(ridge_windows(200, 0), mask)
-    test = ridge_windows(20, 1)
-    windows = test.windows()
-    prediction = ridge.predict(windows, mask)
-    # The window level is read off the unmasked rows, so it is estimated, not exact.
-    assert np.corrcoef(prediction[:, mask, 2].ravel(), windows[:, mask, 2].ravel())[0, 1] > 0.9
-    assert np.all(prediction[:, ~mask] == 0) and np.all(prediction[:, :, :2] == 0)
+def scored_regions(features: list[str], model_mean: np.ndarray | None = None):
+    test = windows(3, seed=1)
+    first_mask = np.arange(SIZE) % 2 == 0
+    columns = np.array([NAMES.index(f) for f in features])
+    ridge = Ridge(columns, own_motifs=False).fit(windows(20, seed=0), first_mask)
+    mean = test.windows() if model_mean is None else model_mean
+    train_mean = np.full(len(NAMES), 0.5, np.float32)
+    return test, first_mask, score_regions(test, mean, first_mask, train_mean, ridge, features)
+
+
+def test_parts_are_accessibility_then_motifs_and_all_features_when_motifs_are_predicted():
+    assert part_columns(NAMES) == {
+        "accessibility": [2],
+        "motifs": [0, 1],
+        "all_features": [0, 1, 2],
+    }
+    assert part_columns(["accessibility"]) == {"accessibility": [0]}
+
+
+def test_every_predictor_is_scored_on_every_region_of_the_predicted_features():
+    test, _, scored = scored_regions(["accessibility"])
+    assert sorted(scored.predictions) == sorted(PREDICTORS)
+    assert scored.observed.shape == (len(test.features), 1)
+    np.testing.assert_array_equal(scored.observed[:, 0], test.features[:, 2])
+    assert all(p.shape == scored.observed.shape for p in scored.predictions.values())
+    assert scored.window.tolist() == np.repeat(np.arange(3), SIZE).tolist()
+    assert scored.scale.shape == scored.observed.shape
+
+
+def test_a_baseline_predicts_each_region_from_the_pass_that_masked_it():
+    test, first_mask, scored = scored_regions(NAMES)
+    full = test.windows()
+    for name, predict in (
+        ("window_mean", window_mean_prediction),
+        ("neighbour_mean", neighbour_mean_prediction),
+    ):
+        first, second = predict(full, first_mask), predict(full, ~first_mask)
+        expected = np.where(first_mask[None, :, None], first, second).reshape(-1, len(NAMES))
+        np.testing.assert_allclose(scored.predictions[name], expected)
+    np.testing.assert_array_equal(scored.predictions["train_mean"], 0.5)
+
+
+def test_a_model_that_returns_the_observed_values_scores_perfectly():
+    _, _, scored = scored_regions(NAMES)
+    summary = summarise(scored)
+    assert list(summary) == ["accessibility", "motifs", "all_features"]
+    model = summary["accessibility"]["model"]
+    assert model["pearson"] == pytest.approx(1.0) and model["mse"] == pytest.approx(0.0)
+    assert model["within_window_pearson"] == pytest.approx(1.0)
+    assert summary["all_features"]["model"]["n"] == 3 * SIZE * len(NAMES)
+
+
+def test_per_feature_rows_are_one_per_feature_and_predictor():
+    _, _, scored = scored_regions(NAMES)
+    rows = per_feature_rows("liver", scored)
+    assert len(rows) == len(NAMES) * len(PREDICTORS)
+    assert {(r["feature"], r["predictor"]) for r in rows} == {
+        (f, p) for f in NAMES for p in PREDICTORS
+    }
+    assert all(r["cell_type"] == "liver" and r["n"] == 3 * SIZE for r in rows)
+    model_acc = next(
+        r for r in rows if r["feature"] == "accessibility" and r["predictor"] == "model"
+    )
+    assert model_acc["pearson"] == pytest.approx(1.0) and model_acc["mse"] == pytest.approx(0.0)
+
+
+def test_undefined_scores_become_null_in_json():
+    value = {"pearson": math.nan, "ci": [math.inf, 0.5], "nested": {"r2": -math.inf}, "n": 3}
+    assert json.loads(json.dumps(_json_safe(value), allow_nan=False)) == {
+        "pearson": None,
+        "ci": [None, 0.5],
+        "nested": {"r2": None},
+        "n": 3,
+    }
+
+
+def test_the_cell_types_scored_are_the_groups_unless_evaluate_names_others():
+    sheet = ["liver", "myeloid", "lymphoid"]
+    config = {"evaluate": {"cell_types": None}}
+    assert evaluated_cell_types(config, ["liver", "myeloid"], sheet) == ["liver", "myeloid"]
+    config = {"evaluate": {"cell_types": ["lymphoid", "liver", "lymphoid"]}}
+    assert evaluated_cell_types(config, ["liver"], sheet) == ["lymphoid", "liver"]
+
+
+def test_a_cell_type_to_score_that_is_not_in_the_sheet_is_an_error_naming_it():
+    config = {"evaluate": {"cell_types": ["kidney"]}}
+    with pytest.raises(ConfigError, match="evaluate.cell_types.*'kidney'"):
+        evaluated_cell_types(config, ["liver"], ["liver", "myeloid"])

@@ -72,12 +72,12 @@ def test_the_format_is_read_from_the_content(fragments_file, tmp_path, write_lin
     assert counts_format(bam) == "bam"  # counted by getdiff.bam (tests/test_bam.py)
 
 
-def test_a_barcode_list_matching_no_fragment_names_both_files(
+def test_a_barcode_list_matching_no_fragment_is_blamed_naming_both_files(
     fragments_file, tmp_path, write_lines
 ):
     listed = write_lines(tmp_path / "barcodes.txt", ["ZZZ", "YYY"])
-    with pytest.raises(InputError, match=r"fragments\.tsv\.gz: no match: 0 of 5 fragments.*p\.bed"):
-        count_insertions(fragments_file, PEAKS, read_barcodes(listed, "x"), source="p.bed")
+    with pytest.raises(InputError, match=r"barcodes\.txt: no match: none of its 2 barcodes .*5 f"):
+        count_insertions(fragments_file, PEAKS, read_barcodes(listed, "x"), barcode_file=listed)
 
 
 def test_a_group_absent_from_the_barcode_table_is_an_error(tmp_path, write_lines):
@@ -112,7 +112,7 @@ def test_fragments_in_no_peak_are_an_error(tmp_path, write_lines):
 
 def test_a_malformed_fragment_line_is_an_error_naming_the_file(tmp_path, write_lines):
     path = write_lines(tmp_path / "f.tsv", ["chr1\t90\t120\tAAA\t1", "chr1\tx\t120\tAAA\t1"])
-    with pytest.raises(InputError, match=r"f\.tsv:2: not a fragments file"):
+    with pytest.raises(InputError, match=r"f\.tsv:2: start must be a whole number.*got .x."):
         count_insertions(path, PEAKS)
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import PEAKS, SCAN, text, write_cli_config, write_text
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from test_reliability import PEAKS, SCAN, text, write_cli_config, write_text
 
 from getdiff.cli import main
 from getdiff.prepare import output_paths

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import active_model
 from make_fixtures import fixture_weights, tiny_model
 from safetensors.torch import load_file
-from test_model import active_model
 
 from getdiff.diffusion import GaussianDiffusion, Target
 from getdiff.errors import ConfigError

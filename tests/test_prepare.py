@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import prepare_with
+from helpers import prepare_with
 
 from getdiff.cli import main
 from getdiff.errors import InputError

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import prepare_with
+from helpers import prepare_with
 
 from getdiff.tensors import SPLITS, load_regions, load_window_set, region_features
 

@@ -28,101 +28,26 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import pinned_env, prepare_with
+from helpers import (
+    PEAKS,
+    SCAN,
+    SITES,
+    TINY_MODEL,
+    TOY_FEATURES,
+    pinned_env,
+    snakemake,
+    text,
+    write_cli_config,
+    write_config,
+    write_text,
+)
 from safetensors.torch import load_file
-from test_workflow import snakemake, write_config
 
 from getdiff.cli import main
 from getdiff.demo import write_demo_data
 from getdiff.model import build_model, save_model
 from getdiff.prepare import output_paths
 from getdiff.tensors import load_regions
-
-# Toy inputs: 6 peaks on chr1 (train), 4 on chr10 (validation), 4 on chr11 (test); counts in
-# column 5; one hit of cluster A, B or C inside each peak. Line k of a file is LIST[k - 1].
-SITES = [
-    (chrom, start)
-    for chrom, n in (("chr1", 6), ("chr10", 4), ("chr11", 4))
-    for start in range(100, 100 * (n + 1), 100)
-]
-PEAKS = ["track name=toy"] + [f"{c}\t{s}\t{s + 50}\t{c}_{s}\t{s // 100}" for c, s in SITES]
-SCAN = [f"{c}\t{s + 10}\t{s + 20}\t{'ABC'[i % 3]}\t{2 + i % 5}" for i, (c, s) in enumerate(SITES)]
-PREPARE = {
-    "chromosomes": ["chr1", "chr10", "chr11"],
-    "window_size": 4,
-    "max_span": 10**9,
-    "train_stride": 1,
-    "train_jitter": 0,
-    "validation_chromosomes": ["chr10"],
-    "test_chromosomes": ["chr11"],
-}
-TINY = {"embed_dim": 16, "num_layers": 1, "num_heads": 2}  # overrides of the tiny preset
-FEATURES = ["A", "B", "C", "accessibility"]
-
-
-def text(lines: list[str], eol: str = "\n") -> bytes:
-    return "".join(f"{line}{eol}" for line in lines).encode()
-
-
-def write_text(path: Path, lines: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text(lines))
-    return path
-
-
-def write_cli_config(directory: Path, peaks: Path, scan: Path, clusters: Path, **sections) -> Path:
-    """A config + one-row cell-type sheet ("toy", counts in column 5) for the toy inputs."""
-    sheet = directory / "cell_types.tsv"
-    sheet.write_text(f"cell_type\tpeaks\tcounts_file\tcounts_column\ntoy\t{peaks}\t\t5\n")
-    config = {
-        "cell_types": str(sheet),
-        "motif_scan": str(scan),
-        "cluster_names": str(clusters),
-        "prepare": {**PREPARE, **sections.pop("prepare", {})},
-        "model": {"preset": "tiny", "overrides": dict(TINY)},
-        "train": {"device": "cpu", "batch_size": 2, "max_steps": 2, "val_windows": 1},
-        **sections,
-    }
-    path = directory / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> dict[str, Path]:
-    """The toy inputs prepared for real (W=4, F=4) and an untrained tiny model, saved as train."""
-    root = tmp_path_factory.mktemp("toy")
-    clusters = write_text(root / "clusters.txt", FEATURES[:-1])
-    peaks, scan = write_text(root / "peaks.bed", PEAKS), write_text(root / "scan.bed", SCAN)
-    prepare_with(
-        cell_type="toy",
-        peaks=peaks,
-        motif_scan=scan,
-        cluster_names=clusters,
-        counts_column=5,
-        outdir=root / "prepared" / "toy",
-        **PREPARE,
-    )
-    torch.manual_seed(0)
-    model = build_model("tiny", **TINY, num_motif=len(FEATURES), num_regions=PREPARE["window_size"])
-    extra = {"train_feature_mean": [0.5] * len(FEATURES), "feature_names": FEATURES}
-    save_model(model, root / "model.safetensors", extra_metadata=extra)
-    config = write_cli_config(root, peaks, scan, clusters)
-    calibration = root / "calibration.parquet"
-    argv = ["calibrate", "--config", str(config), "--group", "all", "--model"]
-    argv += [str(root / "model.safetensors"), "--prepared-dir", str(root / "prepared")]
-    assert main([*argv, "--output", str(calibration)]) == 0
-    return {
-        "root": root,
-        "calibration": calibration,
-        "clusters": clusters,
-        "peaks": peaks,
-        "scan": scan,
-        "prepared": root / "prepared",
-        "model": root / "model.safetensors",
-        "config": config,
-    }
-
 
 # --------------------------------------------------------------------------- bad-input table
 
@@ -320,7 +245,7 @@ def config_wrong_type(inputs: Inputs) -> Case:
 def windows_wrong_feature_width(inputs: Inputs) -> Case:
     def narrow(table: pa.Table) -> pa.Table:
         values = feature_matrix(table)[:, :-1].reshape(-1)
-        column = pa.FixedSizeListArray.from_arrays(pa.array(values), len(FEATURES) - 1)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(values), len(TOY_FEATURES) - 1)
         return table.set_column(table.schema.get_field_index("features"), "features", column)
 
     path = inputs.prepared_copy(narrow, "test")
@@ -356,7 +281,7 @@ def windows_without_metadata(inputs: Inputs) -> Case:
 def checkpoint_with_mismatched_shapes(inputs: Inputs) -> Case:
     from getdiff.checkpoint import build_pretrain
 
-    other = build_pretrain("tiny", **{**TINY, "embed_dim": 32}, num_motif=len(FEATURES))
+    other = build_pretrain("tiny", **{**TINY_MODEL, "embed_dim": 32}, num_motif=len(TOY_FEATURES))
     path = inputs.root / "checkpoint-799.pth"
     torch.save({"model": other.v1_state_dict()}, path)
     expected = "shape-mismatched keys ['cls_token (1, 1, 32) (model expects (1, 1, 16))'"
@@ -669,7 +594,7 @@ def cluster_names_not_utf8(inputs: Inputs) -> Case:
 
 
 def cluster_names_with_reserved_accessibility(inputs: Inputs) -> Case:
-    argv, clusters = with_cluster_names(inputs, FEATURES)
+    argv, clusters = with_cluster_names(inputs, TOY_FEATURES)
     return Case(argv, clusters, None, "'accessibility' is reserved for the last feature")
 
 
@@ -863,7 +788,7 @@ def model_for(inputs: Inputs, features: list[str], window_size: int, **metadata)
     """A tiny model like the toy one for ``features`` and ``window_size``, saved as train does
     (``metadata``: more of its extra metadata)."""
     torch.manual_seed(0)
-    model = build_model("tiny", **TINY, num_motif=len(features), num_regions=window_size)
+    model = build_model("tiny", **TINY_MODEL, num_motif=len(features), num_regions=window_size)
     extra = {"train_feature_mean": [0.5] * len(features), "feature_names": features, **metadata}
     path = inputs.root / "model.safetensors"
     save_model(model, path, extra_metadata=extra)
@@ -895,7 +820,7 @@ def model_with_another_feature_count(inputs: Inputs) -> Case:
 
 
 def model_of_another_window_size(inputs: Inputs) -> Case:
-    model = model_for(inputs, FEATURES, 6)
+    model = model_for(inputs, TOY_FEATURES, 6)
     expected = "has windows of 4 regions but the model expects 6"
     return Case(evaluate_argv(inputs, model), toy_test_windows(inputs), None, expected)
 
@@ -923,7 +848,7 @@ def model_file_missing(inputs: Inputs) -> Case:
 
 
 def model_trained_with_another_diffusion_schedule(inputs: Inputs) -> Case:
-    model = model_for(inputs, FEATURES, 4, diffusion={"num_timesteps": 1000})
+    model = model_for(inputs, TOY_FEATURES, 4, diffusion={"num_timesteps": 1000})
     config = edited_config(inputs, lambda c: c.update(diffusion={"num_timesteps": 500}))
     argv = impute_argv(inputs, inputs.toy["prepared"], config, model=model)
     expected = "key 'diffusion.num_timesteps' is 500 but"

@@ -237,9 +237,11 @@ def test_slurm_dry_run_asks_for_4_gpus_on_each_of_2_nodes_and_runs_torchrun(tmp_
     command = job[job.index("Shell command:") :]
     assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1" in command
     assert "torch.distributed.run --nproc-per-node 4 --nnodes 2 --rdzv-backend c10d" in command
-    assert '--rdzv-endpoint $(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):29400' in (
-        command
+    first_node = (
+        '$(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(squeue -h -j "$SLURM_JOB_ID" -o %N)}"'
+        " | head -n 1)"
     )
+    assert f"--rdzv-endpoint {first_node}:29400" in command
     assert "--rdzv-id $SLURM_JOB_ID --no-python env PYTHONPATH=" in command
     assert "python -m getdiff train" in command
 

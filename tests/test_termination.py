@@ -22,9 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import pinned_env
+from helpers import pinned_env
 from safetensors import safe_open
-from test_reliability import toy  # noqa: F401  (module fixture reused here)
 
 from getdiff import io as getdiff_io
 from getdiff.cli import main

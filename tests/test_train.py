@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from math import nan
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from getdiff.train import (
     load_split_windows,
     lr_factor,
     masked_pearson,
+    selection_key,
     train,
 )
 
@@ -76,7 +78,26 @@ def prepared(tmp_path_factory) -> Path:
     return root
 
 
-def make_config(use_lora: bool = True, **train_settings) -> dict:
+@pytest.fixture(scope="module")
+def learnable_accessibility(tmp_path_factory) -> Path:
+    """Two cell types whose accessibility is a linear function of the region's own motifs (other
+    weights in each), plus a little noise: its masked Pearson grows as the model learns."""
+    root = tmp_path_factory.mktemp("learnable")
+    rng = np.random.default_rng(0)
+    for cell_type in CELL_TYPES:
+        weights = rng.normal(0, 1, size=F - 1)
+        for split, n in (("train", 200), ("validation", 80)):
+            motifs = rng.uniform(0, 1, size=(n, F - 1))
+            accessibility = 0.5 + 0.15 * (motifs - 0.5) @ weights + rng.normal(0, 0.02, size=n)
+            features = np.clip(np.column_stack([motifs, accessibility]), 0, 1).astype(np.float32)
+            starts = np.arange(0, n - W + 1, 8, dtype=np.int64)
+            write_split(
+                root / cell_type / f"windows_{split}.parquet", features, starts, cell_type, split
+            )
+    return root
+
+
+def make_config(use_lora: bool = True, task: str = "all", **train_settings) -> dict:
     settings = {
         "batch_size": 4,
         "lr": 3e-3,
@@ -99,6 +120,7 @@ def make_config(use_lora: bool = True, **train_settings) -> dict:
                 "use_lora": use_lora,
             },
             "train": settings,
+            "task": {"predict": task},
         }
     )
 
@@ -161,7 +183,7 @@ def test_killed_and_resumed_run_reaches_same_weights_as_uninterrupted_run(
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
-    columns = ["step", "lr", "loss", "val_loss", "masked_pearson", "val_masked_pearson"]
+    columns = ["step", "lr", "loss", "val_loss", "masked_pearson", "val_masked_pearson", "best"]
     pd.testing.assert_frame_equal(
         read_history(tmp_path / "straight")[columns], read_history(tmp_path / "resumed")[columns]
     )
@@ -205,14 +227,73 @@ def test_validation_numbers_are_identical_across_runs_with_the_same_seed(
 
 def test_best_checkpoint_by_validation_loss_is_exported(prepared, tmp_path):
     # A huge learning rate makes training diverge after the first validation pass.
-    config = make_config(max_steps=8, eval_every=2, lr=5.0, warmup_steps=0, grad_clip=0)
+    config = make_config(
+        max_steps=8, eval_every=2, lr=5.0, warmup_steps=0, grad_clip=0, select_by="val_loss"
+    )
     train(config, CELL_TYPES, prepared, tmp_path)
     history = read_history(tmp_path)
     val = history.dropna(subset=["val_loss"])
     best = val.loc[val["val_loss"].idxmin()]
     meta = model_metadata(tmp_path / "model.safetensors")
+    assert meta["select_by"] == "val_loss"
     assert meta["best_step"] == int(best["step"])
     assert meta["best_val_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+    assert val["best"].tolist() == (val["step"] == best["step"]).astype(int).tolist()
+
+
+def test_killed_run_resumes_to_the_weights_of_the_best_validation_accessibility_pearson(
+    learnable_accessibility, tmp_path, pinned_kernels
+):
+    settings = {"max_steps": 36, "lr": 1e-2, "eval_every": 2, "checkpoint_every": 5}
+    config = make_config(use_lora=False, task="accessibility", **settings)
+    train(config, CELL_TYPES, learnable_accessibility, tmp_path / "straight")
+    # Killed after step 23: last.pt (step 20) names an earlier best than best-22.pt, the
+    # weights of a pass that the resumed run redoes.
+    resumed = tmp_path / "resumed"
+    assert train(config, CELL_TYPES, learnable_accessibility, resumed, stop_after=23) is None
+    checkpoint = torch.load(resumed / "checkpoints" / "last.pt")
+    assert checkpoint["step"] == 20 and checkpoint["best"]["step"] <= 20
+    assert (resumed / "checkpoints" / "best-22.pt").exists()
+    # A best file that last.pt does not name (another run's, a lost future's) is never used.
+    torch.save({"step": 35, "model": {}}, resumed / "checkpoints" / "best-35.pt")
+    train(config, CELL_TYPES, learnable_accessibility, resumed)
+
+    history = read_history(resumed)
+    val = history.dropna(subset=["val_loss"])
+    assert val["step"].tolist() == list(range(2, 37, 2))
+    best = val.loc[val["val_accessibility_pearson"].idxmax()]
+    meta = model_metadata(resumed / "model.safetensors")
+    assert meta["select_by"] == "val_accessibility_pearson"
+    assert meta["best_step"] == int(best["step"])
+    assert meta["best_val_accessibility_pearson"] == pytest.approx(
+        best["val_accessibility_pearson"], rel=1e-5
+    )
+    assert meta["best_val_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+    assert val["best"].tolist() == (val["step"] == best["step"]).astype(int).tolist()
+    assert history.loc[history["val_loss"].isna(), "best"].isna().all()
+    kept = sorted(p.name for p in (resumed / "checkpoints").glob("best-*.pt"))
+    assert kept == [f"best-{int(best['step'])}.pt"]
+    chosen = torch.load(resumed / "checkpoints" / kept[0], weights_only=True)["model"]
+    exported = load_file(resumed / "model.safetensors")
+    assert exported.keys() == chosen.keys()
+    assert all(torch.equal(exported[k], chosen[k]) for k in exported)
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    assert all(torch.equal(exported[k], straight[k]) for k in exported)
+    columns = [c for c in HISTORY_COLUMNS if c not in ("steps_per_s", "tokens_per_s", "gflops")]
+    pd.testing.assert_frame_equal(history[columns], read_history(tmp_path / "straight")[columns])
+
+
+def test_selection_ranks_by_accessibility_pearson_then_loss_and_an_undefined_pearson_last():
+    def row(loss, pearson):
+        return {"val_loss": loss, "val_accessibility_pearson": pearson}
+
+    by_pearson = "val_accessibility_pearson"
+    assert selection_key(row(0.9, 0.5), by_pearson) > selection_key(row(0.1, 0.4), by_pearson)
+    assert selection_key(row(0.1, 0.5), by_pearson) > selection_key(row(0.2, 0.5), by_pearson)
+    assert selection_key(row(0.9, -0.1), by_pearson) > selection_key(row(0.1, nan), by_pearson)
+    # constant accessibility (every Pearson undefined): the loss decides
+    assert selection_key(row(0.1, nan), by_pearson) > selection_key(row(0.2, nan), by_pearson)
+    assert selection_key(row(0.1, 0.4), "val_loss") > selection_key(row(0.2, 0.5), "val_loss")
 
 
 def test_training_without_lora_writes_adapter_readme_and_updates_all_weights(prepared, tmp_path):

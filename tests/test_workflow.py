@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,24 +13,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from helpers import DEMO, ROOT, TINY_RUN, snakemake, write_config
 
 from getdiff.tensors import load_regions, load_windows
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir)]
-    result = subprocess.run(
-        [*command, *args], env=env, capture_output=True, text=True, check=False, cwd=workdir
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}"
-        )
-    return result
+# TINY: test_slurm.py and test_module.py still import it from here (until they import helpers)
+TINY = TINY_RUN
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -42,42 +29,6 @@ def job_counts(output: str) -> dict[str, int]:
         for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)
         if m.group(1) != "total"
     }
-
-
-def write_config(
-    directory: Path,
-    cell_types: list[str],
-    fragments: tuple[str, ...] = (),
-    scan: bool = False,
-    **sections,
-) -> Path:
-    """A demo config in ``directory`` with the given cell types (demo inputs under demo/); those
-    in ``fragments`` take their counts from the demo's fragments file instead of column 7. With
-    ``scan`` the workflow scans the demo genome for the demo's motifs; else it reads the demo's
-    planted motif hits as a precomputed scan."""
-    sheet = directory / "cell_types.tsv"
-    rows = ["cell_type\tpeaks\tcounts_file\tcounts_column"]
-    for ct in cell_types:
-        counts = f"demo/fragments/{ct}.fragments.tsv.gz\t" if ct in fragments else "\t7"
-        rows.append(f"{ct}\tdemo/peaks/{ct}.narrowPeak.gz\t{counts}")
-    sheet.write_text("\n".join(rows) + "\n")
-    config = {
-        "cell_types": str(sheet),
-        **(
-            {"genome_fasta": "demo/genome.fa.gz", "motifs": "demo/motifs.meme"}
-            if scan
-            else {"motif_scan": "demo/motif_scan.bed.gz"}
-        ),
-        "demo": {"enabled": True, "outdir": "demo"},
-        "prepare": {"max_span": 250_000_000},
-        **sections,
-    }
-    path = directory / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-DEMO = ["demo_myeloid", "demo_liver", "demo_lymphoid"]
 
 
 def test_dry_run_of_the_shipped_config_plans_every_stage(tmp_path):
@@ -141,28 +92,6 @@ def test_profiles_parse_and_dry_run(tmp_path, profile):
         tmp_path, "-n", "--profile", str(ROOT / "profiles" / profile), "--configfile", config
     )
     assert "train" in result.stdout
-
-
-TINY = {
-    "demo": {
-        "enabled": True,
-        "outdir": "demo",
-        "peaks_per_cell_type": 7000,
-        "chromosomes": ["chr1", "chr10", "chr11"],
-    },
-    "prepare": {"max_span": 250_000_000},
-    "model": {"preset": "tiny"},
-    "train": {
-        "max_steps": 20,
-        "warmup_steps": 2,
-        "batch_size": 4,
-        "eval_every": 10,
-        "checkpoint_every": 10,
-        "log_every": 5,
-        "val_windows": 4,
-    },
-    "impute": {"splits": ["validation", "test"], "num_samples": 2},
-}
 
 
 def check_motif_sums(regions_path: Path, scan_dir: Path, covered: float) -> None:
@@ -312,6 +241,7 @@ def test_accessibility_task_with_positions_runs_end_to_end(tmp_path):
         "task": {"predict": "accessibility", "scaling": "window"},
         "model": {"preset": "tiny", "positions": "rotary"},
         "impute": {"splits": ["test"]},
+        "interpret": {"designs": 2, "bootstrap": 20},
     }
     config = write_config(tmp_path, ["demo_liver"], **sections)
     snakemake(tmp_path, "--cores", "2", "--configfile", config)
@@ -324,6 +254,58 @@ def test_accessibility_task_with_positions_runs_end_to_end(tmp_path):
     imputed = pd.read_parquet(results / "impute" / "all" / "demo_liver.parquet")
     assert [c for c in imputed.columns if c.startswith("imputed.")] == ["imputed.accessibility"]
     assert "observed.CTCF" in imputed.columns
+    check_interpretation(tmp_path, config, results)
+
+
+def interpret(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "getdiff", "interpret", *args]
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+
+
+def check_interpretation(workdir: Path, config: Path, results: Path) -> None:
+    """The interpret rule's tables and plots, and getdiff interpret --regions with its errors."""
+    effects = pd.read_csv(results / "interpret" / "all" / "motif_effects.tsv", sep="\t")
+    columns = ["cell_type", "motif", "n_regions", "cis_effect", "cis_low", "cis_high"]
+    columns += ["context_effect", "context_low", "context_high", "differential_cis"]
+    assert set(columns) <= set(effects.columns)
+    assert len(effects) == 282 and set(effects["cell_type"]) == {"demo_liver"}
+    measured = effects[effects["n_regions"] >= 20]
+    assert len(measured) > 100 and measured["cis_effect"].notna().all()
+    assert (measured["cis_low"] <= measured["cis_high"]).all()
+    assert np.allclose(measured["differential_cis"], 0)  # one cell type: its own mean
+    by_distance = pd.read_csv(results / "interpret" / "all" / "context_by_distance.tsv", sep="\t")
+    assert set(by_distance["band"]) == {"0-10kb", "10-30kb", "30-100kb"}
+    plots = results / "interpret" / "all" / "plots"
+    names = {p.name for p in plots.glob("*.png")}
+    assert names == {"motif_effects.png", "context_by_distance.png"}
+
+    test = load_regions(results / "prepare" / "demo_liver" / "regions.parquet")
+    test = test[test["chrom"] == "chr11"].iloc[5]
+    far = "chr1\t1\t2\n"  # before every demo peak (the first 1% of a chromosome has none)
+    (workdir / "regions.bed").write_text(f"chr11\t{test['start']}\t{test['end']}\n{far}")
+    (workdir / "none.bed").write_text(far)
+    common = ["--config", str(config), "--group", "all", "--prepared-dir", str(results / "prepare")]
+    common += ["--model", str(results / "train" / "all" / "model.safetensors")]
+    out = str(workdir / "perturbed.tsv")
+    motifs = f"{effects['motif'][0]},{effects['motif'][1]}"
+    calibration = str(results / "calibrate" / "all" / "calibration.parquet")
+    run = interpret(
+        workdir, *common, "--regions", "regions.bed", "--motifs", motifs, "--output", out,
+        "--calibration", calibration,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "1 of 2 regions overlap a peak" in run.stderr
+    table = pd.read_csv(out, sep="\t")
+    assert set(table["cell_type"]) == {"demo_liver"} and (table["split"] == "test").all()
+    assert np.allclose(table["effect"], table["predicted"] - table["perturbed"], atol=1e-4)
+    assert (table["predicted_low"] <= table["predicted_high"]).all()
+    for extra, message in (
+        (["--regions", "regions.bed", "--motifs", "CTFC"], "did you mean CTCF"),
+        (["--regions", "none.bed", "--motifs", "CTCF"], "none of its 1 regions overlaps a peak"),
+    ):
+        failed = interpret(workdir, *common, *extra, "--output", out)
+        assert failed.returncode == 2 and message in failed.stderr, failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
 
 
 def jaspar_meme(path: Path, collection: str, tax_group: str, limit: int) -> Path:
@@ -423,3 +405,29 @@ def test_evaluate_cell_types_outside_the_group_are_calibrated_and_scored(tmp_pat
     for rule in ("calibrate:", "evaluate:"):
         assert "prepare/demo_liver/windows_" in jobs[rule], rule
     assert "prepare/demo_liver/" not in jobs["train:"]
+
+
+def test_a_cell_type_in_no_group_is_imputed_by_the_group_its_sheet_row_names(tmp_path):
+    """The sheet's impute_with: demo_liver, in no group, is calibrated and imputed (with its
+    tracks and AnnData) by the model group "two", which never trains on it."""
+    groups = {"two": ["demo_myeloid", "demo_lymphoid"]}
+    config = write_config(tmp_path, DEMO, train={"groups": groups})
+    alone = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", config)
+    assert "demo_liver are in no train.groups group" in alone.stdout + alone.stderr
+    assert job_counts(alone.stdout)["impute"] == 2
+    sheet = tmp_path / "cell_types.tsv"
+    header, *rows = sheet.read_text().splitlines()
+    rows = [row + ("\ttwo" if row.startswith("demo_liver\t") else "\t") for row in rows]
+    sheet.write_text("\n".join([f"{header}\timpute_with", *rows]) + "\n")
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "1", "--configfile", config)
+    assert "no model imputes" not in result.stdout + result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["impute"] == counts["tracks"] == counts["anndata"] == 3
+    assert counts["train"] == counts["calibrate"] == 1
+    jobs = result.stdout.split("rule ")[1:]
+    impute = [job for job in jobs if job.startswith("impute:") and "demo_liver" in job]
+    assert len(impute) == 1 and "results/impute/two/demo_liver.parquet" in impute[0]
+    (calibrate,) = [job for job in jobs if job.startswith("calibrate:")]
+    assert "prepare/demo_liver/windows_validation" in calibrate
+    (train,) = [job for job in jobs if job.startswith("train:")]
+    assert "prepare/demo_liver/" not in train

@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
-# A one-node SLURM on this machine, for tests/test_slurm.py and for trying profiles/slurm by hand.
+# A SLURM on this machine (one node, or two slurmd with GETDIFF_SLURM_NODES=2), for
+# tests/test_slurm.py and for trying profiles/slurm by hand.
 #
 #   bash tests/slurm/local-cluster.sh start    # install (Debian: slurm-wlm, munge) if missing, start
 #   bash tests/slurm/local-cluster.sh status   # exit 0 when the cluster answers (sinfo)
-#   bash tests/slurm/local-cluster.sh env      # print "export SLURM_CONF=..." for your shell
 #   bash tests/slurm/local-cluster.sh stop     # stop the daemons this script started
 #
 # Everything lives in $GETDIFF_SLURM_DIR (default /tmp/getdiff-slurm): slurm.conf, gres.conf,
-# state, logs, pid files. /etc/slurm is not touched, so commands need SLURM_CONF (see `env`).
+# state, logs, pid files; /etc/slurm/slurm.conf and gres.conf are links to them (the default
+# path: snakemake's jobstep executor drops SLURM_CONF from the environment of the srun it runs
+# in each job). An /etc/slurm/slurm.conf that this script did not write is left alone: start
+# refuses to run on a machine with its own SLURM.
 # The node has this machine's CPUs and memory (less 1 GB for the system), partitions `cpu`
 # (default) and `gpu`, and one gres gpu backed by a plain file, so `--gpus=1` requests are
 # scheduled and jobs get CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS (a device node with /dev/null's
-# numbers: no real GPU behind it). No
-# accounting (no slurmdbd): use `--slurm-status-command squeue` and `--slurm-no-account`.
-# GETDIFF_SLURM_NODES=2 starts two slurmd on this host (needs a Slurm built with
-# --enable-multiple-slurmd; `start` says so and stops if it is not). Needs root. Idempotent:
+# numbers: no real GPU behind it). No accounting (no slurmdbd): use
+# `--slurm-status-command squeue`. Processes are tracked by process group (proctrack/pgid; this
+# machine has no cgroup file system): with linuxproc, the job's own snakemake survived scancel.
+# GETDIFF_SLURM_NODES=2 starts two slurmd on this host, nodes "$(hostname -s)" and "localhost"
+# (needs a Slurm built with --enable-multiple-slurmd, as Debian 12's is; `start` says so and
+# stops if it is not). Needs root. Idempotent:
 # `start` on a running cluster only checks it, `stop` on a stopped one does nothing.
 set -euo pipefail
 
 DIR=${GETDIFF_SLURM_DIR:-/tmp/getdiff-slurm}
 NODES=${GETDIFF_SLURM_NODES:-1}
 CONF=$DIR/slurm.conf
-export SLURM_CONF=$CONF
+ETC=/etc/slurm
 HOST=$(hostname -s)
 
 die() { echo "local-cluster.sh: $*" >&2; exit 1; }
@@ -36,7 +41,9 @@ install_packages() {
         || die "apt-get install slurm-wlm munge failed"
 }
 
-node_name() { if [ "$NODES" = 1 ]; then echo "$HOST"; else echo "node$1"; fi; }
+# Node names must resolve to this host, since the multi-node train job's c10d rendezvous dials
+# the first node by name: this host's name, then localhost.
+node_name() { if [ "$1" = 1 ]; then echo "$HOST"; else echo localhost; fi; }
 
 write_config() {
     mkdir -p "$DIR/state" "$DIR/log" "$DIR/dev"
@@ -60,12 +67,11 @@ SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd-%n.log
 SlurmctldPort=${GETDIFF_SLURM_PORT:-6817}
-ProctrackType=proctrack/linuxproc
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 GresTypes=gpu
-AccountingStorageTRES=gres/gpu
 DefMemPerCPU=1000
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
@@ -87,7 +93,15 @@ EOF
 PartitionName=cpu Nodes=$names Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$names MaxTime=INFINITE State=UP
 EOF
-    echo "Name=gpu File=$DIR/dev/gpu0" >"$DIR/gres.conf"
+    echo "# Written by tests/slurm/local-cluster.sh" >"$DIR/gres.conf"
+    echo "Name=gpu File=$DIR/dev/gpu0" >>"$DIR/gres.conf"
+    mkdir -p "$ETC"
+    for name in slurm.conf gres.conf; do
+        if [ -e "$ETC/$name" ] && ! grep -q "local-cluster.sh" "$ETC/$name"; then
+            die "$ETC/$name exists and was not written by this script: not touching it"
+        fi
+        ln -sfn "$DIR/$name" "$ETC/$name"
+    done
 }
 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -107,7 +121,8 @@ start_munge() {
 wait_for_nodes() {
     local i
     for i in $(seq 1 60); do
-        if [ "$(sinfo -h -N -o %T 2>/dev/null | grep -cE '^(idle|mixed|allocated)')" -ge "$NODES" ]
+        if [ "$(sinfo -h -N -o '%N %T' 2>/dev/null | sort -u | grep -cE ' (idle|mixed|alloc)')" \
+            -ge "$NODES" ]
         then return; fi
         sleep 0.5
     done
@@ -135,16 +150,24 @@ start() {
         fi
     done
     wait_for_nodes
-    echo "running: $NODES node(s), partitions cpu and gpu; export SLURM_CONF=$CONF"
+    echo "running: $NODES node(s), partitions cpu and gpu ($ETC/slurm.conf -> $CONF)"
 }
 
 stop() {
-    local pid
+    local pid i
     for pid in "$DIR"/slurmd-*.pid "$DIR/slurmctld.pid"; do
-        running "$pid" && kill "$(cat "$pid")"
+        if running "$pid"; then kill "$(cat "$pid")"; fi
+    done
+    for i in $(seq 1 20); do  # a start right after must not meet the old daemons
+        running "$DIR/slurmctld.pid" || break
+        sleep 0.25
     done
     if [ -f "$DIR/munged.ours" ] && running "$DIR/munged.pid"; then kill "$(cat "$DIR/munged.pid")"; fi
     rm -f "$DIR/munged.ours"
+    local name
+    for name in slurm.conf gres.conf; do
+        [ "$(readlink "$ETC/$name" 2>/dev/null)" = "$DIR/$name" ] && rm -f "$ETC/$name"
+    done
     echo stopped
 }
 
@@ -157,6 +180,5 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     status) status ;;
-    env) echo "export SLURM_CONF=$CONF" ;;
-    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

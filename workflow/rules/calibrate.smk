@@ -4,11 +4,13 @@
 rule calibrate:
     input:
         model=rules.train.output.model,
-        windows=lambda wildcards: prepared(evaluated(wildcards.group), [windows_file("validation")]),
+        windows=lambda wildcards: prepared(
+            calibrated(wildcards.group), [windows_file("validation")]
+        ),
         # the ridge baseline is fitted on each cell type's training windows
-        training=lambda wildcards: prepared(evaluated(wildcards.group), [windows_file("train")]),
+        training=lambda wildcards: prepared(calibrated(wildcards.group), [windows_file("train")]),
     output:
-        RESULTS / "calibrate" / "{group}" / "calibration.parquet",
+        RESULTS / "calibrate" / "{group}" / CALIBRATION_FILE,
     log:
         RESULTS / "logs" / "calibrate" / "{group}.log",
     benchmark:

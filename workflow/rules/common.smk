@@ -1,13 +1,22 @@
 # Shared set-up: validated config, cell-type sheet, model groups, output paths.
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The package is imported from this checkout, so rules and this file see the same code.
-sys.path.insert(0, workflow.basedir)
+# The package is imported from this checkout, so rules and this file see the same code. The
+# checkout is two levels above this file: workflow.basedir is the outer workflow's folder when
+# getdiff is used as a module (README.md, "Use as a module").
+CHECKOUT = Path(str(workflow.current_basedir.get_path_or_uri(secret_free=True))).parents[1]
+if not (CHECKOUT / "getdiff").is_dir():  # a module from a URL: getdiff must be installed
+    CHECKOUT = Path(workflow.basedir)
+sys.path.insert(0, str(CHECKOUT))
 
 from getdiff.config import (
+    imputed_cell_types,
     inherited_values,
     load_cell_types,
     stage_config_json,
@@ -17,8 +26,24 @@ from getdiff.config import (
 from getdiff.errors import ConfigError
 from getdiff.demo import CELL_TYPES as DEMO_CELL_TYPES
 from getdiff.export import HASHED_SECTIONS
+from getdiff.paths import (
+    CALIBRATION_FILE,
+    EVALUATE_FILES,
+    MANIFEST_FILE,
+    REGIONS_FILE,
+    SCAN_DIR,
+    SCAN_FILES,
+    SPLITS,
+    TRAIN_FILES,
+    anndata_file,
+    imputation_file,
+    windows_file,
+)
+from getdiff.slurm import Request as SlurmRequest
+from getdiff.slurm import failure_hints as slurm_failure_hints
+from getdiff.slurm import partition_limits as slurm_partition_limits
+from getdiff.slurm import request_errors as slurm_request_errors
 from getdiff.tracks import track_paths, TRACKS
-from getdiff.tensors import SPLITS, windows_file
 
 
 def warn_inherited_config():
@@ -55,11 +80,12 @@ try:
     config.update(validate_config(config, source="config"))
     CELL_TYPES = load_cell_types(config["cell_types"])
     GROUPS = train_groups(config, list(CELL_TYPES.index))
+    IMPUTED = imputed_cell_types(config, CELL_TYPES)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 RESULTS = Path(config["results"])
 # The CLI that all rules call, i.e. this checkout's getdiff, in whichever env the rule runs.
-GETDIFF = f"PYTHONPATH={workflow.basedir}${{PYTHONPATH:+:$PYTHONPATH}} python -m getdiff"
+GETDIFF = f"PYTHONPATH={CHECKOUT}${{PYTHONPATH:+:$PYTHONPATH}} python -m getdiff"
 
 
 def peaks_of(wildcards):
@@ -88,19 +114,46 @@ def evaluated(group):
     return config["evaluate"]["cell_types"] or GROUPS[group]
 
 
+def calibrated(group):
+    """The cell types a group's intervals are calibrated for: those it scores and imputes."""
+    return list(dict.fromkeys([*evaluated(group), *IMPUTED[group]]))
+
+
+def warn_not_imputed():
+    """A cell type that no group trains on or names in impute_with is prepared only: say so."""
+    imputed = {ct for members in IMPUTED.values() for ct in members}
+    left = [ct for ct in CELL_TYPES.index if ct not in imputed]
+    if left:
+        logger.warning(
+            f"cell type(s) {', '.join(left)} are in no train.groups group and name no group in "
+            f"the sheet's impute_with column: no model imputes them (set impute_with to one of "
+            f"{', '.join(GROUPS)} to impute them as cell types the model never saw)"
+        )
+
+
+warn_not_imputed()
+
+
 def prepared(cell_types, names):
     return [RESULTS / "prepare" / ct / name for ct in cell_types for name in names]
 
 
 def all_targets():
-    targets = prepared(CELL_TYPES.index, ["regions.parquet"])
-    for group, members in GROUPS.items():
-        targets.append(RESULTS / "evaluate" / group / "metrics.json")
-        targets += [RESULTS / "impute" / group / f"{ct}.parquet" for ct in members]
-        targets += [RESULTS / "impute" / group / f"{ct}.h5ad" for ct in members]
+    targets = prepared(CELL_TYPES.index, [REGIONS_FILE])
+    for group, members in IMPUTED.items():
+        targets.append(RESULTS / "evaluate" / group / EVALUATE_FILES["metrics"])
+        targets += [RESULTS / "impute" / group / imputation_file(ct) for ct in members]
+        targets += [RESULTS / "impute" / group / anndata_file(ct) for ct in members]
         targets += [path for ct in members for path in track_outputs(group, ct)]
         targets.append(RESULTS / "tracks" / group / "loci")
+        if interpreted():
+            targets.append(RESULTS / "interpret" / group / "motif_effects.tsv")
     return targets
+
+
+def interpreted():
+    """Motif knock-outs need the motif inputs of the predicted regions: the accessibility task."""
+    return config["task"]["predict"] == "accessibility"
 
 
 def track_outputs(group, cell_type):
@@ -129,3 +182,77 @@ def demo_fragments_arg():
 def demo_chromosomes_arg():
     chromosomes = config["demo"]["chromosomes"]
     return f"--chromosomes {','.join(chromosomes)}" if chromosomes else ""
+
+
+# --- SLURM: stop before submitting when a request cannot be met, and explain jobs SLURM killed
+# (getdiff/slurm.py; README.md, "Running on SLURM") --------------------------------------------
+def slurm_requests():
+    """The account, partition, memory, GPU and CPU requests (getdiff.slurm.Request) of each
+    cluster job, by rule name; each is the --set-resources/--set-threads value, else the rule's
+    own, else the default resources."""
+    settings = workflow.resource_settings
+
+    def plain(value):
+        value = getattr(value, "raw", value)  # a parsed Resource keeps what was written
+        if isinstance(value, str):  # as Snakemake evaluates it: $NAME expanded, then a number
+            value = os.path.expandvars(value)
+            value = int(value) if value.isdigit() else value
+        return None if callable(value) else value
+
+    defaults = {k: plain(v) for k, v in (settings.default_resources or {}).items()}
+    requests = {}
+    for job in workflow.rules:
+        if job.name == "all" or workflow.is_local(job):
+            continue
+        given = settings.overwrite_resources.get(job.name) or {}
+        given = {k: plain(v) for k, v in given.items()}
+        own = {k: plain(v) for k, v in job.resources.items() if not k.startswith("_")}
+        asked = {}
+        for key in ("slurm_account", "slurm_partition", "mem_mb", "cpus_per_gpu", "gpu"):
+            value = next((s[key] for s in (given, own, defaults) if s.get(key) is not None), None)
+            if value is not None:  # a rule's resources hold the defaults it did not override
+                default = key not in given and value == defaults.get(key)
+                asked[key] = SlurmRequest(value, "default" if default else "rule")
+        threads = settings.overwrite_threads.get(job.name, job.resources.get("_cores"))
+        if isinstance(plain(threads), int):
+            asked["threads"] = SlurmRequest(plain(threads), "rule")
+        requests[job.name] = asked
+    return requests
+
+
+def on_slurm():
+    plugin = workflow.executor_plugin
+    return plugin is not None and plugin.name == "slurm" and workflow.is_main_process
+
+
+def check_slurm_requests():
+    """Under the slurm executor, before any job is submitted: a placeholder left in a request,
+    or memory/CPUs above every node of the partition, is an error naming the key."""
+    if not on_slurm():
+        return
+    limits = {}
+    if shutil.which("sinfo"):
+        sinfo = ["sinfo", "-h", "-N", "-o", "%R %m %c"]
+        limits = slurm_partition_limits(
+            subprocess.run(sinfo, capture_output=True, text=True, check=False).stdout
+        )
+    requests = slurm_requests()
+    try:  # only the jobs of this run (a prepare target need not fit train's request)
+        needed = {job.rule.name for job in workflow.dag.needrun_jobs()}
+        requests = {name: asked for name, asked in requests.items() if name in needed}
+    except AttributeError:  # no DAG in this Snakemake version: check every cluster rule
+        pass
+    errors = slurm_request_errors(requests, limits)
+    if errors:
+        raise WorkflowError("\n".join([*errors, 'README.md, "Running on SLURM"']))
+
+
+def explain_slurm_failures(logs):
+    """After a failed run under the slurm executor: name the resource of each job SLURM killed
+    for its memory or time limit. ``logs``: the run's log files (onerror's ``log``)."""
+    if not on_slurm():
+        return
+    paths = [Path(str(p)) for p in ([logs] if isinstance(logs, (str, Path)) else logs or [])]
+    text = "".join(p.read_text(errors="replace") for p in paths if p.is_file())
+    for hint in slurm_failure_hints(text):
+        print(f"slurm: {hint}", file=sys.stderr)

@@ -11,6 +11,7 @@ if config["demo"]["enabled"]:
             motif_scan=f"{config['demo']['outdir']}/motif_scan.bed.gz",
             genome=multiext(f"{config['demo']['outdir']}/genome.fa.gz", "", ".fai", ".gzi"),
             motifs=f"{config['demo']['outdir']}/motifs.meme",
+            planted_effects=f"{config['demo']['outdir']}/planted_effects.tsv",
             fragments=demo_fragments_outputs(),
         log:
             RESULTS / "logs" / "demo_data.log",

@@ -12,10 +12,10 @@ rule evaluate:
         # the ridge baseline is fitted on each cell type's training windows
         training=lambda wildcards: prepared(evaluated(wildcards.group), [windows_file("train")]),
     output:
-        metrics=RESULTS / "evaluate" / "{group}" / "metrics.json",
-        per_feature=RESULTS / "evaluate" / "{group}" / "metrics_per_feature.tsv",
+        metrics=RESULTS / "evaluate" / "{group}" / EVALUATE_FILES["metrics"],
+        per_feature=RESULTS / "evaluate" / "{group}" / EVALUATE_FILES["per_feature"],
         plots=report(
-            directory(RESULTS / "evaluate" / "{group}" / "plots"),
+            directory(RESULTS / "evaluate" / "{group}" / EVALUATE_FILES["plots"]),
             patterns=["{name}.png"],
             caption="../report/evaluate.rst",
             category="Evaluation",

@@ -10,7 +10,7 @@ rule impute:
         ),
         missing=[config["impute"]["missing_regions"]] if config["impute"]["missing_regions"] else [],
     output:
-        RESULTS / "impute" / "{group}" / "{cell_type}.parquet",
+        RESULTS / "impute" / "{group}" / imputation_file("{cell_type}"),
     log:
         RESULTS / "logs" / "impute" / "{group}" / "{cell_type}.log",
     benchmark:

@@ -1,4 +1,5 @@
-# Peaks + motif scan -> per-cell-type region table and 900-region window tensors per split.
+# Peaks + motif scan -> per-cell-type region table and window tensors (prepare.window_size
+# regions each) per split.
 
 
 rule prepare:
@@ -7,9 +8,9 @@ rule prepare:
         peaks=peaks_of,
         counts=counts_of,
     output:
-        regions=RESULTS / "prepare" / "{cell_type}" / "regions.parquet",
+        regions=RESULTS / "prepare" / "{cell_type}" / REGIONS_FILE,
         windows=[RESULTS / "prepare" / "{cell_type}" / windows_file(s) for s in SPLITS],
-        manifest=RESULTS / "prepare" / "{cell_type}" / "manifest.json",
+        manifest=RESULTS / "prepare" / "{cell_type}" / MANIFEST_FILE,
     log:
         RESULTS / "logs" / "prepare" / "{cell_type}.log",
     benchmark:

@@ -8,10 +8,10 @@ if config["genome_fasta"]:
             fasta=config["genome_fasta"],
             motifs=motif_file(),
         output:
-            scan=RESULTS / "scan" / "motif_scan.tsv.gz",
-            index=RESULTS / "scan" / "motif_scan.tsv.gz.tbi",
-            motifs=RESULTS / "scan" / "motifs.tsv",
-            names=RESULTS / "scan" / "motif_names.txt",
+            scan=RESULTS / SCAN_DIR / SCAN_FILES["scan"],
+            index=RESULTS / SCAN_DIR / SCAN_FILES["index"],
+            motifs=RESULTS / SCAN_DIR / SCAN_FILES["motifs"],
+            names=RESULTS / SCAN_DIR / SCAN_FILES["names"],
         log:
             RESULTS / "logs" / "scan_motifs.log",
         benchmark:

@@ -26,9 +26,9 @@ rule tracks:
 rule anndata:
     input:
         imputation=rules.impute.output[0],
-        regions=RESULTS / "prepare" / "{cell_type}" / "regions.parquet",
+        regions=RESULTS / "prepare" / "{cell_type}" / REGIONS_FILE,
     output:
-        RESULTS / "impute" / "{group}" / "{cell_type}.h5ad",
+        RESULTS / "impute" / "{group}" / anndata_file("{cell_type}"),
     log:
         RESULTS / "logs" / "anndata" / "{group}" / "{cell_type}.log",
     benchmark:
@@ -45,10 +45,16 @@ rule anndata:
 
 rule locus_view:
     input:
-        lambda wildcards: [
-            RESULTS / "impute" / wildcards.group / f"{ct}.parquet"
-            for ct in GROUPS[wildcards.group]
+        imputation=lambda wildcards: [
+            RESULTS / "impute" / wildcards.group / imputation_file(ct)
+            for ct in IMPUTED[wildcards.group]
         ],
+        # motif labels over the peaks where the model group is interpreted (accessibility task)
+        effects=lambda wildcards: (
+            [RESULTS / "interpret" / wildcards.group / "motif_effects.tsv"]
+            if interpreted()
+            else []
+        ),
     output:
         report(
             directory(RESULTS / "tracks" / "{group}" / "loci"),
@@ -66,5 +72,8 @@ rule locus_view:
         getdiff=GETDIFF,
         chromosome=locus_chromosome(),
         regions=" ".join(f"--region {locus}" for locus in config["report"]["loci"]),
+        effects=lambda wildcards, input: (
+            f"--motif-effects {input.effects}" if input.effects else ""
+        ),
     shell:
-        "{params.getdiff} plot-locus --imputation {input} --default-chromosome {params.chromosome} {params.regions} --outdir {output} > {log} 2>&1"
+        "{params.getdiff} plot-locus --imputation {input.imputation} {params.effects} --default-chromosome {params.chromosome} {params.regions} --outdir {output} > {log} 2>&1"

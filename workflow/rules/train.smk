@@ -9,10 +9,10 @@ rule train:
             GROUPS[wildcards.group], [windows_file("train"), windows_file("validation")]
         ),
     output:
-        model=RESULTS / "train" / "{group}" / "model.safetensors",
-        adapter=directory(RESULTS / "train" / "{group}" / "adapter"),
-        history=RESULTS / "train" / "{group}" / "history.tsv",
-        config=RESULTS / "train" / "{group}" / "config.yaml",
+        model=RESULTS / "train" / "{group}" / TRAIN_FILES["model"],
+        adapter=directory(RESULTS / "train" / "{group}" / TRAIN_FILES["adapter"]),
+        history=RESULTS / "train" / "{group}" / TRAIN_FILES["history"],
+        config=RESULTS / "train" / "{group}" / TRAIN_FILES["config"],
     log:
         RESULTS / "logs" / "train" / "{group}.log",
     benchmark:

@@ -1,0 +1,227 @@
+"""getdiff interpret: the knock-out fit recovers known cis and neighbour effects of a model whose
+answer is known, the tables have their columns, and the settings are checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from getdiff.config import validate_config
+from getdiff.diffusion import complementary_masks
+from getdiff.errors import ConfigError
+from getdiff.interpret import (
+    InterpretSettings,
+    Predictor,
+    _differential,
+    _motif_columns,
+    interpret_cell_type,
+)
+from getdiff.tensors import WindowSet
+
+SIZE = 300
+MOTIFS = ["A", "B", "C", "D"]
+CIS = np.array([0.3, -0.2, 0.0, 0.1])  # a carrier's own motif adds this
+NEIGHBOUR = np.array([0.0, 0.0, 0.05, -0.04])  # per instance at distance 0
+DECAY_BP = 15_000.0
+
+
+def settings(**interpret) -> InterpretSettings:
+    config = validate_config(
+        {"cell_types": "x.tsv", "motif_scan": "s.bed", "interpret": {"bootstrap": 50, **interpret}}
+    )
+    return InterpretSettings.from_config(config)
+
+
+def window_set(seed: int = 0, n_windows: int = 3) -> WindowSet:
+    rng = np.random.default_rng(seed)
+    n = SIZE * n_windows
+    features = np.zeros((n, len(MOTIFS) + 1), dtype=np.float32)
+    features[:, :-1] = rng.random((n, len(MOTIFS))) < [0.3, 0.2, 0.25, 0.3]
+    features[:, -1] = rng.random(n)
+    middle = np.cumsum(rng.integers(800, 2200, n)).astype(np.int64)
+    regions = pd.DataFrame(
+        {
+            "chrom": "chr1",
+            "start": middle - 100,
+            "end": middle + 100,
+            "name": [f"p{i}" for i in range(n)],
+            "region_id": np.arange(n),
+        }
+    )
+    meta = {
+        "feature_names": [*MOTIFS, "accessibility"],
+        "window_size": SIZE,
+        "cell_type": "ct",
+        "split": "test",
+        "scaling": {"accessibility": {"constant": False, "max_log10_cpm": 2.0}},
+    }
+    starts = np.arange(n_windows) * SIZE
+    return WindowSet(features, regions, starts, np.ones((n_windows, SIZE), bool), meta)
+
+
+class LinearPredictor(Predictor):
+    """A 'model' whose prediction is known: own motifs x CIS plus neighbours' motifs x
+    NEIGHBOUR x exp(-distance / DECAY_BP) within 100 kb (the same under either mask)."""
+
+    def __init__(self, windows: WindowSet) -> None:
+        masks = complementary_masks(SIZE, 0.5, 0)
+        super().__init__(
+            None, None, windows, masks, None, {"predict": "accessibility"}, "cpu", 8, 0
+        )
+
+    def __post_init__(self) -> None:
+        self.column = len(MOTIFS)
+        self.midpoints = (self.windows.regions["start"] + self.windows.regions["end"]) / 2
+        self.midpoints = self.midpoints.to_numpy(np.float64)
+
+    def predict(self, window, variants, passes):
+        mid = self.midpoints[self.windows.rows([window])[0]]
+        distance = np.abs(mid[:, None] - mid[None, :])
+        kernel = np.where(distance < 100_000, np.exp(-distance / DECAY_BP), 0.0)
+        np.fill_diagonal(kernel, 0.0)
+        motifs = variants[..., : len(MOTIFS)].astype(np.float64)
+        own = motifs @ CIS
+        around = np.einsum("ij,vjm,m->vi", kernel, motifs, NEIGHBOUR)
+        return (0.5 + own + around).astype(np.float32)
+
+
+def test_the_fit_recovers_known_cis_and_neighbour_effects():
+    windows = window_set()
+    table, by_distance = interpret_cell_type(LinearPredictor(windows), MOTIFS, settings(), 1.0)
+    table = table.set_index("motif")
+    np.testing.assert_allclose(table["cis_effect"], CIS, atol=2e-3)
+    assert (table["cis_low"] <= table["cis_effect"]).all()
+    assert (table["cis_effect"] <= table["cis_high"]).all()
+    # no neighbour effect: context 0; neighbour-acting motifs: their sign, decaying with distance
+    assert abs(table.loc["A", "context_effect"]) < 2e-3
+    assert table.loc["C", "context_effect"] > 0.05 and table.loc["D", "context_effect"] < -0.04
+    for motif, sign in (("C", 1), ("D", -1)):
+        curve = by_distance[by_distance["motif"] == motif]["per_instance"].to_numpy() * sign
+        assert (np.diff(curve) < 0).all() and curve[-1] > 0, (motif, curve)
+    # the expected per-instance effect in the first band: the kernel's mean there
+    first = by_distance[(by_distance["motif"] == "C") & (by_distance["band"] == "0-10kb")]
+    assert 0.6 * NEIGHBOUR[2] < first["per_instance"].item() <= NEIGHBOUR[2]
+    assert (table["n_regions"] == (windows.features[:, :4] > 0).sum(axis=0)).all()
+    # per instance within reach: between the first band's and the last band's
+    per_instance = by_distance[by_distance["motif"] == "C"]["per_instance"]
+    assert per_instance.min() < table.loc["C", "context_per_instance"] < per_instance.max()
+
+
+def test_recovery_scores_a_table_against_the_planted_effects(tmp_path):
+    from getdiff.demo import recovery
+
+    planted = pd.DataFrame(
+        {
+            "cell_type": "ct",
+            "motif": ["A", "B", "C", "D", "E"],
+            "kind": ["cis", "cis", "cis", "neighbour", "cis"],
+            "partner": ".",
+            "weight": [0.3, -0.1, 0.2, 0.25, 0.0],
+            "decay_bp": [0, 0, 0, 20000, 0],
+        }
+    )
+    effects = pd.DataFrame(
+        {
+            "cell_type": "ct",
+            "motif": ["A", "B", "C", "D", "E"],
+            "n_regions": [500, 500, 500, 500, 50],
+            "cis_effect": [0.03, -0.01, 0.02, 0.0, 9.0],  # E: too few regions to count
+            "context_effect": [0.001, 0.0, -0.002, 0.01, 0.0],
+        }
+    )
+    planted.to_csv(tmp_path / "planted.tsv", sep="\t", index=False)
+    effects.to_csv(tmp_path / "effects.tsv", sep="\t", index=False)
+    row = recovery(tmp_path / "effects.tsv", tmp_path / "planted.tsv").iloc[0]
+    assert row["cis_spearman"] == 1.0 and row["motifs"] == 3  # D is not a cis motif
+    assert row["neighbour_ranks"] == [1]
+
+
+def test_effects_are_in_log10_cpm_units_and_the_bootstrap_is_seeded():
+    windows = window_set(seed=1, n_windows=2)
+    one, _ = interpret_cell_type(LinearPredictor(windows), MOTIFS, settings(), 1.0)
+    two, _ = interpret_cell_type(LinearPredictor(windows), MOTIFS, settings(), 2.0)
+    again, _ = interpret_cell_type(LinearPredictor(windows), MOTIFS, settings(), 1.0)
+    np.testing.assert_allclose(two["cis_effect"], 2 * one["cis_effect"], rtol=1e-9)
+    pd.testing.assert_frame_equal(one, again)
+
+
+def test_differential_effects_are_relative_to_the_group_mean():
+    table = pd.DataFrame(
+        {
+            "cell_type": ["x", "y", "x", "y"],
+            "motif": ["A", "A", "B", "B"],
+            "cis_effect": [1.0, 3.0, 0.0, 0.0],
+        }
+    )
+    out = _differential(table, ["cis"])
+    assert out["differential_cis"].tolist() == [-1.0, 1.0, 0.0, 0.0]
+
+
+def test_unknown_motif_names_are_refused_with_close_ones():
+    with pytest.raises(ConfigError, match=r"'CTFC' \(did you mean CTCF"):
+        _motif_columns(["CTFC"], ["CTCF", "GATA1", "SPI1"])
+
+
+@pytest.mark.parametrize(
+    "bands, message",
+    [
+        ([[0, 10000], [20000, 100000]], "band 2 is"),
+        ([[0, 10000], [10000, 50000]], "ends at 50000"),
+        ([[5, 100000]], "band 1 is"),
+    ],
+)
+def test_distance_bands_must_tile_the_context(bands, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(
+            {"cell_types": "x.tsv", "motif_scan": "s.bed", "interpret": {"distance_bands": bands}}
+        )
+
+
+def test_common_noise_makes_a_variant_identical_to_the_original():
+    """The same input under common noise predicts the same, so a knock-out's difference is its
+    own (no sampling noise)."""
+    from getdiff.diffusion import GaussianDiffusion
+    from getdiff.model import build_model
+
+    windows = window_set(n_windows=1)
+    model = build_model("tiny", num_motif=len(MOTIFS) + 1, num_regions=SIZE).eval()
+    diffusion = GaussianDiffusion()
+    masks = complementary_masks(SIZE, 0.5, 0)
+    task = {"predict": "accessibility", "scaling": "window"}
+    predictor = Predictor(model, diffusion, windows, masks, None, task, torch.device("cpu"), 4, 0)
+    x = windows.windows([0])[0]
+    out = predictor.predict(0, np.stack([x, x, x]), np.array([0, 0, 1]))
+    np.testing.assert_array_equal(out[0], out[1])
+    assert not np.allclose(out[0], out[2])  # the other mask: another context
+
+
+def test_the_locus_view_labels_each_peak_with_its_strongest_present_motif(tmp_path):
+    from getdiff.locus import Region, plot_locus, read_locus_table, top_motifs
+
+    table = pd.DataFrame(
+        {
+            "chrom": ["chr1"] * 3,
+            "start": [100, 400, 900],
+            "end": [300, 600, 1100],
+            "split": ["test"] * 3,
+            "missing": [False] * 3,
+            "observed_raw.accessibility": [5.0, 8.0, 2.0],
+            "imputed_raw.accessibility": [4.0, 7.0, 3.0],
+            "observed.A": [1.0, 0.0, 0.0],
+            "observed.B": [0.5, 0.3, 0.0],
+        }
+    )
+    path = tmp_path / "ct.parquet"
+    table.to_parquet(path)
+    effects = pd.DataFrame(
+        {"cell_type": ["ct", "ct"], "motif": ["A", "B"], "cis_effect": [0.1, -0.25]}
+    )
+    locus = read_locus_table(path)
+    labels = top_motifs(locus, path, effects)
+    assert labels.tolist() == ["B -0.25", "B -0.25", ""]  # |B| > |A|; the last has neither
+    other = top_motifs(locus, path, effects.assign(cell_type="other"))
+    assert (other == "").all()  # not interpreted: no labels, no error
+    plot_locus(Region("chr1", 0, 1200), [locus], tmp_path / "locus.png", labels=[labels])
+    assert (tmp_path / "locus.png").stat().st_size > 1000
