@@ -38,6 +38,7 @@ from getdiff.conformal import (
     Calibration,
     write_calibration,
 )
+from getdiff.defaults import DEFAULTS
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion
 from getdiff.errors import GetdiffError
@@ -62,7 +63,7 @@ def calibrate_group(
     task: dict[str, str],
     levels: list[float],
     bins: int,
-    unseen: str = "unknown",
+    unseen: str = DEFAULTS["model"]["unseen_cell_types"],
 ) -> dict[str, dict[str, Calibration]]:
     """Fit every predictor's intervals on each cell type's validation windows; write ``output``."""
     model = load_model(model_path, device=device)

@@ -46,6 +46,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from getdiff.defaults import DEFAULTS
 from getdiff.errors import InputError
 from getdiff.model import (
     LAYER_NORM_EPS,
@@ -135,7 +136,9 @@ class GETRegionPretrain(nn.Module):
         return {_rename(k, TO_V1_RENAMES): v for k, v in self.state_dict().items()}
 
 
-def build_pretrain(preset: str = "spec", **overrides: Any) -> GETRegionPretrain:
+def build_pretrain(
+    preset: str = DEFAULTS["model"]["preset"], **overrides: Any
+) -> GETRegionPretrain:
     """A GETRegionPretrain with the same presets/overrides as :func:`getdiff.model.build_model`."""
     return GETRegionPretrain(make_config(preset, **overrides))
 

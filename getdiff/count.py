@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from getdiff.bam import ReadFilter, count_reads, read_filter
-from getdiff.config import CONFIG_SCHEMA
+from getdiff.defaults import DEFAULTS
 from getdiff.errors import GetdiffError, InputError
 from getdiff.fragments import count_fragments, counts_format, read_barcodes
 from getdiff.insertions import CountSummary
@@ -45,11 +44,9 @@ from getdiff.peaks import read_peak_file
 def prepare_defaults() -> dict[str, Any]:
     """The ``prepare:`` keys count uses (``bam``, ``chrom_naming``, ``duplicate_peaks``), with
     the schema's defaults: the one place they are written."""
-    with open(CONFIG_SCHEMA, encoding="utf-8") as handle:
-        section = yaml.safe_load(handle)["properties"]["prepare"]["properties"]
-    bam = {key: sub["default"] for key, sub in section["bam"]["properties"].items()}
+    section = DEFAULTS["prepare"]
     keys = ("chrom_naming", "duplicate_peaks")
-    return {"bam": bam, **{key: section[key]["default"] for key in keys}}
+    return {"bam": dict(section["bam"]), **{key: section[key] for key in keys}}
 
 
 def count_peaks(

@@ -37,6 +37,7 @@ from getdiff.conformal import (
     interval_scores,
     read_calibration,
 )
+from getdiff.defaults import DEFAULTS
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion, complementary_masks
 from getdiff.errors import ConfigError, GetdiffError, InputError
@@ -203,7 +204,7 @@ def predict_split(
     device,
     task: dict[str, str],
     split: str,
-    unseen: str = "unknown",
+    unseen: str = DEFAULTS["model"]["unseen_cell_types"],
 ) -> dict[str, ScoredRegions]:
     """Every predictor's values for the scored regions of each cell type's ``split`` windows.
 
@@ -260,8 +261,8 @@ def evaluate_group(
     task: dict[str, str],
     calibration: str | Path,
     history: str | Path | None = None,
-    split: str = "test",
-    unseen: str = "unknown",
+    split: str = DEFAULTS["evaluate"]["split"],
+    unseen: str = DEFAULTS["model"]["unseen_cell_types"],
 ) -> dict:
     """Score ``model_path`` on each cell type's windows; write metrics and plots to outdir.
 

@@ -44,6 +44,7 @@ import torch
 from getdiff import __version__
 from getdiff.config import add_config_arguments, config_from_args
 from getdiff.conformal import Calibration, CalibrationSet, context_scale, read_calibration
+from getdiff.defaults import DEFAULTS
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion
 from getdiff.errors import GetdiffError, InputError
@@ -147,7 +148,7 @@ def impute_cell_type(
     chrom_naming: str = "strict",
     calibration: str | Path | None = None,
     level: float = 0.9,
-    unseen: str = "unknown",
+    unseen: str = DEFAULTS["model"]["unseen_cell_types"],
 ) -> pd.DataFrame:
     """Impute every region of the given splits ({split: windows parquet}) and write ``output``,
     with the intervals of ``calibration`` (getdiff calibrate) at ``level`` when given."""

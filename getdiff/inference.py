@@ -79,7 +79,7 @@ def cell_type_index(
     metadata: dict,
     windows: WindowSet,
     path: str | Path,
-    unseen: str = "unknown",
+    unseen: str = DEFAULTS["model"]["unseen_cell_types"],
 ) -> int | None:
     """The windows' cell type as the model's embedding index, or None if it embeds no cell type.
 

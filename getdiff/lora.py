@@ -36,6 +36,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from getdiff.defaults import DEFAULTS
 from getdiff.errors import InputError
 from getdiff.io import atomic_dir
 from getdiff.model import GETRegionDiffusion
@@ -52,6 +53,7 @@ FULL_MODULES = (
     "cell_type_embed",
 )
 ADALN_MODULE = "adaLN_modulation"
+_LORA = DEFAULTS["model"]["lora"]  # the defaults of the functions below
 TRAINED_PARAMETERS = ("mask_token",)
 PARAMETERS_FILE = "getdiff_parameters.safetensors"
 
@@ -66,7 +68,10 @@ def unwrap(model: nn.Module) -> GETRegionDiffusion:
 
 
 def lora_config(
-    r: int = 8, alpha: float = 16, dropout: float = 0.0, adaln: bool = False
+    r: int = _LORA["r"],
+    alpha: float = _LORA["alpha"],
+    dropout: float = _LORA["dropout"],
+    adaln: bool = _LORA["adaln"],
 ) -> LoraConfig:
     """The peft LoraConfig :func:`apply_lora` uses (see module doc)."""
     targets = f"{LORA_TARGETS}|{ADALN_TARGET}" if adaln else LORA_TARGETS
@@ -83,10 +88,10 @@ def lora_config(
 
 def apply_lora(
     model: GETRegionDiffusion,
-    r: int = 8,
-    alpha: float = 16,
-    dropout: float = 0.0,
-    adaln: bool = False,
+    r: int = _LORA["r"],
+    alpha: float = _LORA["alpha"],
+    dropout: float = _LORA["dropout"],
+    adaln: bool = _LORA["adaln"],
 ) -> PeftModel:
     """Wrap ``model`` (modified in place) for LoRA fine-tuning; base weights frozen."""
     peft_model = get_peft_model(unwrap(model), lora_config(r, alpha, dropout, adaln))

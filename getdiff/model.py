@@ -119,7 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(preset: str = "spec", **overrides: Any) -> ModelConfig:
+def make_config(preset: str = DEFAULTS["model"]["preset"], **overrides: Any) -> ModelConfig:
     """The preset's ModelConfig with ``overrides`` applied; bad names raise ConfigError."""
     if preset not in PRESETS:
         raise ConfigError(f"model preset {preset!r} is unknown; choose one of {sorted(PRESETS)}")
@@ -450,7 +450,7 @@ class GETRegionDiffusion(nn.Module):
         )
 
 
-def build_model(preset: str = "spec", **overrides: Any) -> GETRegionDiffusion:
+def build_model(preset: str = DEFAULTS["model"]["preset"], **overrides: Any) -> GETRegionDiffusion:
     """A freshly initialised model from a named preset ("spec", "mid", "tiny") plus overrides."""
     return GETRegionDiffusion(make_config(preset, **overrides))
 

@@ -135,8 +135,8 @@ def test_calibration_reads_the_validation_chromosomes_never_the_test_ones(tmp_pa
     rng = np.random.default_rng(0)
     observed, predicted, scale = noisy_windows(rng, 2)
 
-    def fake_predict(model_path, model, meta, windows, training, *args):
-        seen.update(windows=windows, training=training, split=args[-1])
+    def fake_predict(model_path, model, meta, windows, training, *args, **kwargs):
+        seen.update(windows=windows, training=training, split=args[4])
         regions = ScoredRegions(
             ["accessibility"], observed, {"model": predicted}, np.zeros(len(observed)), scale
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import TINY
+from helpers import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def outer_workflow(directory: Path) -> Path:
         "cell_type\tpeaks\tcounts_column\ndemo_liver\tdemo/peaks/demo_liver.narrowPeak.gz\t7\n"
     )
     getdiff = {
-        **TINY,
+        **TINY_RUN,
         "cell_types": "config/cell_types.tsv",
         "motif_scan": "demo/motif_scan.bed.gz",
         "impute": {"splits": ["test"], "num_samples": 1},

@@ -17,10 +17,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import pinned_env
+from helpers import (
+    CELL_TYPES,
+    DEMO,
+    ROOT,
+    F,
+    W,
+    pinned_env,
+    read_history,
+    snakemake,
+    train_config,
+    write_config,
+)
 from safetensors.torch import load_file
-from test_train import CELL_TYPES, TINY, F, W, make_config, prepared, read_history  # noqa: F401
-from test_workflow import DEMO, snakemake, write_config
 
 from getdiff.diffusion import GaussianDiffusion, random_masks, random_timesteps
 from getdiff.distributed import Ranks
@@ -29,7 +38,6 @@ from getdiff.launch import launcher, train_resources
 from getdiff.model import build_model
 from getdiff.train import configure_optimizer, train
 
-ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "profiles"
 
 
@@ -90,7 +98,7 @@ KNOBS = {"grad_accumulation": 2, "activation_checkpointing": True}
 
 @pytest.mark.parametrize("knobs", [{}, KNOBS], ids=["plain", "accumulation-and-checkpointing"])
 def test_two_ranks_of_batch_4_train_like_one_process_of_batch_8(prepared, tmp_path, knobs):  # noqa: F811
-    config = no_dropout(make_config(batch_size=8, max_steps=20, eval_every=10))
+    config = no_dropout(train_config(batch_size=8, max_steps=20, eval_every=10))
     train(config, CELL_TYPES, prepared, tmp_path / "one")
     ddp = {**config, "train": {**config["train"], "devices": 2, **knobs}}
     finished(torchrun(ddp, prepared, tmp_path / "two"))
@@ -108,7 +116,7 @@ def test_two_ranks_of_batch_4_train_like_one_process_of_batch_8(prepared, tmp_pa
 
 def test_a_killed_two_rank_run_resumes_to_the_uninterrupted_weights(prepared, tmp_path):  # noqa: F811
     # Default dropout: each rank's dropout stream must be saved and restored too.
-    config = make_config(batch_size=8, max_steps=80, checkpoint_every=5, eval_every=20)
+    config = train_config(batch_size=8, max_steps=80, checkpoint_every=5, eval_every=20)
     config["train"]["devices"] = 2
     finished(torchrun(config, prepared, tmp_path / "straight"))
     killed = torchrun(config, prepared, tmp_path / "resumed")
@@ -139,7 +147,7 @@ def test_ranks_shard_every_global_batch_into_equal_disjoint_parts():
 
 
 def test_gradient_accumulation_trains_like_one_big_batch(prepared, tmp_path):  # noqa: F811
-    config = no_dropout(make_config(batch_size=8, max_steps=12))
+    config = no_dropout(train_config(batch_size=8, max_steps=12))
     train(config, CELL_TYPES, prepared, tmp_path / "one")
     config["train"]["grad_accumulation"] = 3  # uneven micro-batches: 3, 3, 2
     train(config, CELL_TYPES, prepared, tmp_path / "three")
@@ -150,7 +158,7 @@ def test_gradient_accumulation_trains_like_one_big_batch(prepared, tmp_path):  #
 
 def test_more_micro_batches_than_windows_per_process_is_a_config_error(prepared, tmp_path):  # noqa: F811
     with pytest.raises(ConfigError, match="grad_accumulation"):
-        train(make_config(batch_size=4, grad_accumulation=5), CELL_TYPES, prepared, tmp_path)
+        train(train_config(batch_size=4, grad_accumulation=5), CELL_TYPES, prepared, tmp_path)
 
 
 def test_activation_checkpointing_gives_the_same_gradients_with_dropout():
@@ -176,7 +184,7 @@ def test_activation_checkpointing_gives_the_same_gradients_with_dropout():
 
 
 def test_activation_checkpointing_trains_like_the_plain_run(prepared, tmp_path):  # noqa: F811
-    config = make_config(max_steps=6)  # with dropout: checkpointing replays its draws
+    config = train_config(max_steps=6)  # with dropout: checkpointing replays its draws
     train(config, CELL_TYPES, prepared, tmp_path / "plain")
     config["train"]["activation_checkpointing"] = True
     train(config, CELL_TYPES, prepared, tmp_path / "recomputed")
@@ -192,7 +200,7 @@ def compile_works() -> bool:
 
 @pytest.mark.skipif(not compile_works(), reason="torch.compile is not usable here")
 def test_compiled_network_trains_like_the_plain_one(prepared, tmp_path):  # noqa: F811
-    config = no_dropout(make_config(use_lora=False, max_steps=4))
+    config = no_dropout(train_config(use_lora=False, max_steps=4))
     train(config, CELL_TYPES, prepared, tmp_path / "plain")
     config["train"]["compile"] = True
     train(config, CELL_TYPES, prepared, tmp_path / "compiled")
@@ -201,7 +209,7 @@ def test_compiled_network_trains_like_the_plain_one(prepared, tmp_path):  # noqa
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_path_trains_with_bf16_autocast_and_fused_adamw(prepared, tmp_path, caplog):  # noqa: F811
-    config = make_config(max_steps=4, device="cuda", activation_checkpointing=True)
+    config = train_config(max_steps=4, device="cuda", activation_checkpointing=True)
     with caplog.at_level("INFO", logger="getdiff.train"):
         train(config, CELL_TYPES, prepared, tmp_path)
     assert "bf16 autocast" in caplog.text

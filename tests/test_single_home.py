@@ -93,6 +93,16 @@ KNOWN_DEFAULTS = [
     ("getdiff/inference.py", None, "SamplerSettings", {"method", "steps", "eta", "num_samples"}),
     ("getdiff/inference.py", None, "SamplerSettings", {"seed", "batch_size"}),
     ("getdiff/model.py", None, "ModelConfig", {"num_regions", "positions"}),
+    ("getdiff/model.py", None, "make_config", {"preset"}),
+    ("getdiff/model.py", None, "build_model", {"preset"}),
+    ("getdiff/checkpoint.py", None, "build_pretrain", {"preset"}),
+    ("getdiff/lora.py", None, "lora_config", {"r", "alpha", "dropout", "adaln"}),
+    ("getdiff/lora.py", None, "apply_lora", {"r", "alpha", "dropout", "adaln"}),
+    ("getdiff/evaluate.py", None, "evaluate_group", {"split", "unseen"}),
+    ("getdiff/evaluate.py", None, "predict_split", {"unseen"}),
+    ("getdiff/calibrate.py", None, "calibrate_group", {"unseen"}),
+    ("getdiff/impute.py", None, "impute_cell_type", {"unseen"}),
+    ("getdiff/inference.py", None, "cell_type_index", {"unseen"}),
 ]
 
 

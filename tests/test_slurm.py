@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from test_workflow import TINY, snakemake, write_config
+from helpers import TINY_RUN, snakemake, write_config
 
 from getdiff.tensors import load_regions
 
@@ -56,7 +56,7 @@ CELL_TYPES = ["demo_liver"]
 TARGET = "results/calibrate/all/calibration.parquet"
 MODEL = "results/train/all/model.safetensors"
 # 30 steps with a checkpoint every 5: time to scancel the job between the first and the last.
-TRAIN = {**TINY["train"], "max_steps": 30, "checkpoint_every": 5, "eval_every": 15}
+TRAIN = {**TINY_RUN["train"], "max_steps": 30, "checkpoint_every": 5, "eval_every": 15}
 
 
 def cluster_reason() -> str | None:
@@ -130,7 +130,7 @@ def scontrol(job: int) -> str:
 
 
 def workflow_dir(path: Path, train: dict | None = None) -> Path:
-    write_config(path, CELL_TYPES, **{**TINY, "train": train or TRAIN})
+    write_config(path, CELL_TYPES, **{**TINY_RUN, "train": train or TRAIN})
     return path
 
 

@@ -11,13 +11,22 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import (
+    CELL_TYPES,
+    FEATURE_NAMES,
+    TINY_MODEL,
+    F,
+    W,
+    read_history,
+    train_config,
+    write_split,
+)
 from safetensors.torch import load_file
 
 from getdiff.cli import main
-from getdiff.config import validate_config
 from getdiff.errors import InputError
 from getdiff.model import build_model, load_model, model_metadata
-from getdiff.tensors import load_window_set, write_window_set
+from getdiff.tensors import load_window_set
 from getdiff.train import (
     HISTORY_COLUMNS,
     EpochSampler,
@@ -27,55 +36,6 @@ from getdiff.train import (
     selection_key,
     train,
 )
-
-W, F = 16, 6  # regions per window, features per region
-CELL_TYPES = ["alpha", "beta"]
-TINY = {"embed_dim": 16, "num_layers": 1, "num_heads": 2}  # overrides on the tiny preset
-FEATURE_NAMES = [f"motif{i}" for i in range(F - 1)] + ["accessibility"]
-
-
-def write_split(path: Path, features: np.ndarray, starts: np.ndarray, cell_type: str, split: str):
-    n = len(features)
-    regions = pd.DataFrame(
-        {
-            "chrom": ["chr1"] * n,
-            "start": np.arange(n, dtype=np.int64) * 1000,
-            "end": np.arange(n, dtype=np.int64) * 1000 + 500,
-            "name": [f"peak{i}" for i in range(n)],
-            "region_id": np.arange(n, dtype=np.int64),
-        }
-    )
-    meta = {
-        "feature_names": FEATURE_NAMES,
-        "cell_type": cell_type,
-        "genome": "hg38",
-        "split": split,
-        "window_size": W,
-        "scaling": {
-            "motif_max": [1.0] * (F - 1),
-            "accessibility": {"constant": True, "value": 1.0},
-        },
-        "getdiff_version": "test",
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_window_set(path, regions, features, starts, np.zeros(len(starts), np.int64), meta)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """Two cell types; each feature is a per-cell-type constant plus small noise (learnable)."""
-    root = tmp_path_factory.mktemp("prepared")
-    rng = np.random.default_rng(0)
-    for cell_type in CELL_TYPES:
-        level = rng.uniform(0.2, 0.8, size=F).astype(np.float32)
-        for split, n in (("train", 200), ("validation", 80)):
-            noise = rng.normal(0, 0.05, size=(n, F)).astype(np.float32)
-            features = np.clip(level + noise, 0, 1)
-            starts = np.arange(0, n - W + 1, 8, dtype=np.int64)
-            write_split(
-                root / cell_type / f"windows_{split}.parquet", features, starts, cell_type, split
-            )
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -97,40 +57,8 @@ def learnable_accessibility(tmp_path_factory) -> Path:
     return root
 
 
-def make_config(use_lora: bool = True, task: str = "all", **train_settings) -> dict:
-    settings = {
-        "batch_size": 4,
-        "lr": 3e-3,
-        "warmup_steps": 2,
-        "max_steps": 8,
-        "log_every": 2,
-        "eval_every": 4,
-        "checkpoint_every": 3,
-        "val_windows": 6,
-        "device": "cpu",
-        **train_settings,
-    }
-    return validate_config(
-        {
-            "cell_types": "unused.tsv",
-            "motif_scan": "unused.bed",
-            "model": {
-                "preset": "tiny",
-                "overrides": dict(TINY),
-                "use_lora": use_lora,
-            },
-            "train": settings,
-            "task": {"predict": task},
-        }
-    )
-
-
-def read_history(outdir: Path) -> pd.DataFrame:
-    return pd.read_csv(outdir / "history.tsv", sep="\t")
-
-
 def test_training_writes_model_adapter_history_and_config(prepared, tmp_path):
-    config = make_config()
+    config = train_config()
     train(config, CELL_TYPES, prepared, tmp_path)
     model = load_model(tmp_path / "model.safetensors")
     assert model.config.num_motif == F and model.config.num_regions == W
@@ -143,7 +71,7 @@ def test_training_writes_model_adapter_history_and_config(prepared, tmp_path):
 
 
 def test_model_metadata_holds_cell_types_features_and_training_mean(prepared, tmp_path):
-    train(make_config(max_steps=2), CELL_TYPES, prepared, tmp_path)
+    train(train_config(max_steps=2), CELL_TYPES, prepared, tmp_path)
     meta = model_metadata(tmp_path / "model.safetensors")
     assert meta["cell_types"] == CELL_TYPES
     assert meta["feature_names"] == FEATURE_NAMES
@@ -153,7 +81,7 @@ def test_model_metadata_holds_cell_types_features_and_training_mean(prepared, tm
 
 
 def test_loss_decreases_on_learnable_windows(prepared, tmp_path):
-    config = make_config(max_steps=60, log_every=10, eval_every=30, checkpoint_every=60)
+    config = train_config(max_steps=60, log_every=10, eval_every=30, checkpoint_every=60)
     train(config, CELL_TYPES, prepared, tmp_path)
     history = read_history(tmp_path)
     assert history["loss"].iloc[-1] < 0.5 * history["loss"].iloc[0]
@@ -171,7 +99,7 @@ def test_killed_and_resumed_run_reaches_same_weights_as_uninterrupted_run(
     prepared, tmp_path, pinned_kernels
 ):
     # Bit for bit: both runs are in this process on the same kernels and one thread.
-    config = make_config(max_steps=10, checkpoint_every=3)
+    config = train_config(max_steps=10, checkpoint_every=3)
     train(config, CELL_TYPES, prepared, tmp_path / "straight")
     # Killed after step 7: the last checkpoint is step 6, so step 7 is redone on resume.
     assert train(config, CELL_TYPES, prepared, tmp_path / "resumed", stop_after=7) is None
@@ -192,7 +120,7 @@ def test_killed_and_resumed_run_reaches_same_weights_as_uninterrupted_run(
 def test_rerunning_a_finished_run_rewrites_the_same_model_without_training(
     prepared, tmp_path, caplog, pinned_kernels
 ):
-    config = make_config(max_steps=4)
+    config = train_config(max_steps=4)
     train(config, CELL_TYPES, prepared, tmp_path)
     first = load_file(tmp_path / "model.safetensors")
     (tmp_path / "model.safetensors").unlink()
@@ -204,9 +132,9 @@ def test_rerunning_a_finished_run_rewrites_the_same_model_without_training(
 
 
 def test_rerun_with_other_settings_starts_afresh(prepared, tmp_path, caplog):
-    train(make_config(max_steps=4), CELL_TYPES, prepared, tmp_path, stop_after=3)
+    train(train_config(max_steps=4), CELL_TYPES, prepared, tmp_path, stop_after=3)
     with caplog.at_level(logging.INFO, logger="getdiff.train"):
-        train(make_config(max_steps=4, lr=1e-3), CELL_TYPES, prepared, tmp_path)
+        train(train_config(max_steps=4, lr=1e-3), CELL_TYPES, prepared, tmp_path)
     assert "starting afresh" in caplog.text
     assert read_history(tmp_path)["step"].tolist() == [2, 4]
 
@@ -214,20 +142,20 @@ def test_rerun_with_other_settings_starts_afresh(prepared, tmp_path, caplog):
 def test_validation_numbers_are_identical_across_runs_with_the_same_seed(
     prepared, tmp_path, pinned_kernels
 ):
-    config = make_config(max_steps=4)
+    config = train_config(max_steps=4)
     for name in ("a", "b"):
         train(config, CELL_TYPES, prepared, tmp_path / name)
     a, b = read_history(tmp_path / "a"), read_history(tmp_path / "b")
     assert a["val_loss"].notna().sum() == 1
     assert a["val_loss"].equals(b["val_loss"])
     assert a["val_masked_pearson"].equals(b["val_masked_pearson"])
-    train(make_config(max_steps=4, seed=1), CELL_TYPES, prepared, tmp_path / "c")
+    train(train_config(max_steps=4, seed=1), CELL_TYPES, prepared, tmp_path / "c")
     assert not read_history(tmp_path / "c")["loss"].equals(a["loss"])
 
 
 def test_best_checkpoint_by_validation_loss_is_exported(prepared, tmp_path):
     # A huge learning rate makes training diverge after the first validation pass.
-    config = make_config(
+    config = train_config(
         max_steps=8, eval_every=2, lr=5.0, warmup_steps=0, grad_clip=0, select_by="val_loss"
     )
     train(config, CELL_TYPES, prepared, tmp_path)
@@ -245,7 +173,7 @@ def test_killed_run_resumes_to_the_weights_of_the_best_validation_accessibility_
     learnable_accessibility, tmp_path, pinned_kernels
 ):
     settings = {"max_steps": 36, "lr": 1e-2, "eval_every": 2, "checkpoint_every": 5}
-    config = make_config(use_lora=False, task="accessibility", **settings)
+    config = train_config(use_lora=False, task="accessibility", **settings)
     train(config, CELL_TYPES, learnable_accessibility, tmp_path / "straight")
     # Killed after step 23: last.pt (step 20) names an earlier best than best-22.pt, the
     # weights of a pass that the resumed run redoes.
@@ -297,22 +225,22 @@ def test_selection_ranks_by_accessibility_pearson_then_loss_and_an_undefined_pea
 
 
 def test_training_without_lora_writes_adapter_readme_and_updates_all_weights(prepared, tmp_path):
-    train(make_config(use_lora=False, max_steps=2), CELL_TYPES, prepared, tmp_path)
+    train(train_config(use_lora=False, max_steps=2), CELL_TYPES, prepared, tmp_path)
     assert (tmp_path / "adapter" / "README.md").is_file()
     assert not (tmp_path / "adapter" / "adapter_config.json").exists()
     torch.manual_seed(0)  # the training run initialises with the seed (0) before building
-    initial = build_model("tiny", **TINY, num_motif=F, num_regions=W)
+    initial = build_model("tiny", **TINY_MODEL, num_motif=F, num_regions=W)
     trained = load_model(tmp_path / "model.safetensors")
     weight = "encoder.blocks.0.attn.qkv.weight"
     assert not torch.equal(initial.state_dict()[weight], trained.state_dict()[weight])
 
 
 def test_lora_training_writes_adapters_and_merges_them_into_the_model(prepared, tmp_path):
-    train(make_config(max_steps=4), CELL_TYPES, prepared, tmp_path / "lora")
+    train(train_config(max_steps=4), CELL_TYPES, prepared, tmp_path / "lora")
     adapters = load_file(tmp_path / "lora" / "adapter" / "adapter_model.safetensors")
     assert any("lora_A" in key for key in adapters)
     torch.manual_seed(0)
-    initial = build_model("tiny", **TINY, num_motif=F, num_regions=W)
+    initial = build_model("tiny", **TINY_MODEL, num_motif=F, num_regions=W)
     merged = load_model(tmp_path / "lora" / "model.safetensors")
     weight = "encoder.blocks.0.mlp.fc1.weight"
     assert not torch.equal(initial.state_dict()[weight], merged.state_dict()[weight])
@@ -324,10 +252,10 @@ def test_pretrained_get_checkpoint_is_imported_before_fine_tuning(prepared, tmp_
     from getdiff.checkpoint import build_pretrain
 
     torch.manual_seed(123)
-    pretrain = build_pretrain("tiny", **TINY, num_motif=F, num_regions=W)
+    pretrain = build_pretrain("tiny", **TINY_MODEL, num_motif=F, num_regions=W)
     path = tmp_path / "checkpoint-799.pth"
     torch.save({"model": pretrain.v1_state_dict()}, path)
-    config = make_config(max_steps=2)
+    config = train_config(max_steps=2)
     config["model"]["pretrained_checkpoint"] = str(path)
     train(config, CELL_TYPES, prepared, tmp_path / "out")
     trained = load_model(tmp_path / "out" / "model.safetensors")
@@ -337,14 +265,14 @@ def test_pretrained_get_checkpoint_is_imported_before_fine_tuning(prepared, tmp_
 
 def test_threads_option_sets_torch_cpu_threads(prepared, tmp_path):
     assert torch.get_num_threads() == 1  # set by the one_thread fixture
-    train(make_config(max_steps=1, log_every=1), CELL_TYPES, prepared, tmp_path, threads=2)
+    train(train_config(max_steps=1, log_every=1), CELL_TYPES, prepared, tmp_path, threads=2)
     assert torch.get_num_threads() == 2
 
 
 def test_cli_trains_the_configured_group(prepared, tmp_path):
     sheet = tmp_path / "cell_types.tsv"
     sheet.write_text("cell_type\tpeaks\nalpha\ta.bed\nbeta\tb.bed\n")
-    config = make_config(max_steps=2)
+    config = train_config(max_steps=2)
     config["cell_types"] = str(sheet)
     config["train"]["groups"] = {"only_beta": ["beta"]}
     config_path = tmp_path / "config.yaml"
@@ -360,7 +288,7 @@ def test_log_lines_report_loss_pearson_rates_and_eta_when_not_on_a_terminal(
     prepared, tmp_path, caplog
 ):
     with caplog.at_level(logging.INFO, logger="getdiff.train"):
-        train(make_config(max_steps=4), CELL_TYPES, prepared, tmp_path)
+        train(train_config(max_steps=4), CELL_TYPES, prepared, tmp_path)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 2/4 ")]
     assert len(lines) == 1
     assert all(word in lines[0] for word in ("loss", "pearson", "steps/s", "tokens/s", "ETA"))
@@ -368,7 +296,7 @@ def test_log_lines_report_loss_pearson_rates_and_eta_when_not_on_a_terminal(
 
 def test_missing_window_file_is_an_input_error_naming_it(prepared, tmp_path):
     with pytest.raises(InputError, match="gamma/windows_train.parquet"):
-        train(make_config(), ["alpha", "gamma"], prepared, tmp_path)
+        train(train_config(), ["alpha", "gamma"], prepared, tmp_path)
 
 
 def test_windows_of_cell_types_are_stacked_with_offset_starts(prepared):
@@ -421,7 +349,7 @@ def test_masked_pearson_uses_masked_rows_only():
 
 
 def test_cell_type_embedding_is_trained_and_exported_with_the_cell_type_order(prepared, tmp_path):
-    config = make_config(max_steps=4)
+    config = train_config(max_steps=4)
     config["model"]["cell_type_embedding"] = True
     train(config, CELL_TYPES, prepared, tmp_path)
     model = load_model(tmp_path / "model.safetensors")
@@ -433,7 +361,7 @@ def test_cell_type_embedding_is_trained_and_exported_with_the_cell_type_order(pr
 def test_label_dropout_trains_an_unknown_cell_type_entry(prepared, tmp_path):
     """model.cell_type_dropout > 0: one more embedding row (index = number of cell types),
     trained on the windows whose label was dropped; dropout 0 leaves the model as before."""
-    config = make_config(max_steps=6, use_lora=False)
+    config = train_config(max_steps=6, use_lora=False)
     config["model"].update(cell_type_embedding=True, cell_type_dropout=0.5)
     train(config, CELL_TYPES, prepared, tmp_path / "dropout")
     model = load_model(tmp_path / "dropout" / "model.safetensors")
@@ -451,7 +379,7 @@ def test_label_dropout_trains_an_unknown_cell_type_entry(prepared, tmp_path):
 def test_ema_weights_are_validated_exported_and_resumed_exactly(prepared, tmp_path, pinned_kernels):
     """train.ema_decay > 0: the exported weights are the moving average (not the last step's),
     and a run stopped after a checkpoint resumes to the same average as an uninterrupted one."""
-    config = make_config(max_steps=8, use_lora=False, ema_decay=0.9, eval_every=100)
+    config = train_config(max_steps=8, use_lora=False, ema_decay=0.9, eval_every=100)
     whole = train(config, CELL_TYPES, prepared, tmp_path / "whole")
     raw = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)
     exported = load_model(whole / "model.safetensors").state_dict()

@@ -17,9 +17,6 @@ from helpers import DEMO, ROOT, TINY_RUN, snakemake, write_config
 
 from getdiff.tensors import load_regions, load_windows
 
-# TINY: test_slurm.py and test_module.py still import it from here (until they import helpers)
-TINY = TINY_RUN
-
 
 def job_counts(output: str) -> dict[str, int]:
     """Rule -> job count from the 'Job stats' table of a dry run."""
@@ -144,7 +141,7 @@ def check_browser_outputs(results: Path, fai: Path) -> None:
 def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
     from getdiff.peaks import read_peak_file
 
-    tiny = {**TINY, "demo": {**TINY["demo"], "fragments_for": "demo_myeloid"}}
+    tiny = {**TINY_RUN, "demo": {**TINY_RUN["demo"], "fragments_for": "demo_myeloid"}}
     config = write_config(tmp_path, DEMO, fragments=("demo_myeloid",), scan=True, **tiny)
     snakemake(tmp_path, "--cores", "2", "--configfile", config)
     results = tmp_path / "results"
@@ -237,7 +234,7 @@ def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
 @pytest.mark.slow
 def test_accessibility_task_with_positions_runs_end_to_end(tmp_path):
     sections = {
-        **TINY,
+        **TINY_RUN,
         "task": {"predict": "accessibility", "scaling": "window"},
         "model": {"preset": "tiny", "positions": "rotary"},
         "impute": {"splits": ["test"]},
@@ -359,7 +356,7 @@ def test_a_fly_genome_with_a_jaspar_meme_file_runs_by_editing_the_config_only(tm
             "test_chromosomes": ["X"],
             "window_size": 100,
         },
-        **{k: v for k, v in TINY.items() if k in ("model", "train")},
+        **{k: v for k, v in TINY_RUN.items() if k in ("model", "train")},
         "impute": {"splits": ["test"], "num_samples": 1},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
