@@ -65,6 +65,7 @@ import pyarrow.csv as pacsv
 import yaml
 
 from getdiff.config import validate_config
+from getdiff.defaults import DEFAULTS
 from getdiff.errors import ConfigError
 from getdiff.io import atomic_path
 from getdiff.motifs import load_cluster_names
@@ -104,7 +105,7 @@ SHARED_FRACTION = 0.6
 N_FACTORS = 3
 LATENT_SD_PEAKS = 1500.0  # smoothing scale of the latent, in peaks of one cell type
 NOISE_SD = 0.55
-WINDOW_SIZE = 900
+WINDOW_SIZE = DEFAULTS["prepare"]["window_size"]
 BP_PER_SITE = 800  # demo genome length per site: peaks (~510 bp) with ~300 bp gaps
 MOTIF_WIDTHS = (10, 16)  # planted motifs: long enough that the p < 1e-4 scan finds them
 BASE_FREQUENCIES = (0.295, 0.205, 0.205, 0.295)  # A C G T, 41% GC as in the human genome
@@ -621,7 +622,7 @@ def _write_sheet_and_config(
         f"# Demo inputs written by `getdiff demo-data` (seed {seed}, "
         f"{peaks_per_cell_type} peaks per cell type, {len(sizes)} chromosomes).\n"
         f"# prepare.max_span: demo peaks are ~{spacing / 1e3:.0f} kb apart on average, so "
-        f"900-peak windows span ~{WINDOW_SIZE * spacing / 1e6:.0f} Mb.\n"
+        f"{WINDOW_SIZE}-peak windows span ~{WINDOW_SIZE * spacing / 1e6:.0f} Mb.\n"
         "# model: the tiny preset, trained in full, fits a CPU; on a GPU try preset: mid or spec.\n"
     )
     paths["config"] = out / "config.yaml"

@@ -54,6 +54,7 @@ import torch
 
 from getdiff.config import add_config_arguments, config_from_args, load_cell_types, train_groups
 from getdiff.conformal import context_scale, read_calibration
+from getdiff.defaults import DEFAULTS
 from getdiff.devices import resolve_device
 from getdiff.diffusion import GaussianDiffusion, complementary_masks
 from getdiff.errors import ConfigError, GetdiffError, InputError
@@ -404,7 +405,7 @@ class GroupModel:
 
     def predictor(self, windows: WindowSet, path: Path, settings: InterpretSettings) -> Predictor:
         check_compatible(self.model, self.meta, windows, path)
-        masks = complementary_masks(self.model.config.num_regions, 0.5, settings.mask_seed)
+        masks = complementary_masks(self.model.config.num_regions, seed=settings.mask_seed)
         label = cell_type_index(self.model, self.meta, windows, path, self.unseen)
         return Predictor(
             self.model,
@@ -517,7 +518,7 @@ def perturb_regions(
     settings: InterpretSettings,
     calibration: str | Path | None,
     output: str | Path,
-    interval_level: float = 0.9,
+    interval_level: float = DEFAULTS["impute"]["interval_level"],
 ) -> pd.DataFrame:
     """Predicted accessibility of each listed region, per cell type, with and without ``motifs``
     (``where``: ``cis``, in the region; ``context``, in every other region of its window within

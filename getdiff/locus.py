@@ -153,7 +153,7 @@ def default_locus(
 
 def top_motifs(table: pd.DataFrame, path: str | Path, effects: pd.DataFrame) -> pd.Series:
     """Per row of a locus table, the label of the motif present in the peak with the largest
-    absolute cis effect in the table's cell type (getdiff interpret), e.g. ``GATA1 +0.12``."""
+    absolute cis effect in the table's cell type (getdiff interpret), e.g. ``GATA1 +0.012``."""
     own = effects[
         (effects["cell_type"] == table.attrs["cell_type"]) & effects["cis_effect"].notna()
     ]
@@ -175,7 +175,7 @@ def top_motifs(table: pd.DataFrame, path: str | Path, effects: pd.DataFrame) -> 
     names = [c.removeprefix("observed.") for c in columns]
     size = np.where(motifs[columns].to_numpy() > 0, np.abs(weight[names].to_numpy()), -1.0)
     best = size.argmax(axis=1)
-    labels = [f"{names[j]} {weight[names[j]]:+.2f}" for j in best]
+    labels = [f"{names[j]} {weight[names[j]]:+.3f}" for j in best]
     return pd.Series(np.where(size.max(axis=1) >= 0, labels, ""), index=table.index)
 
 

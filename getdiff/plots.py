@@ -310,7 +310,7 @@ def _context_decay(path: Path, by_distance: pd.DataFrame, table: pd.DataFrame, u
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(cell_type)
         ax.set_xlabel("distance to the region (kb, band middle)")
-    axes[0][0].set_ylabel(f"change per instance\n({units})")
+    axes[0][0].set_ylabel(f"effect per instance\n({units})")
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

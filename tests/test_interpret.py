@@ -220,7 +220,7 @@ def test_the_locus_view_labels_each_peak_with_its_strongest_present_motif(tmp_pa
     )
     locus = read_locus_table(path)
     labels = top_motifs(locus, path, effects)
-    assert labels.tolist() == ["B -0.25", "B -0.25", ""]  # |B| > |A|; the last has neither
+    assert labels.tolist() == ["B -0.250", "B -0.250", ""]  # |B| > |A|; the last has neither
     other = top_motifs(locus, path, effects.assign(cell_type="other"))
     assert (other == "").all()  # not interpreted: no labels, no error
     plot_locus(Region("chr1", 0, 1200), [locus], tmp_path / "locus.png", labels=[labels])
