@@ -7,9 +7,11 @@ Each stage module registers its own sub-command through ``register_cli(subparser
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import logging
+import os
 import sys
 
 from getdiff import __version__
@@ -79,10 +81,25 @@ def main(argv: list[str] | None = None) -> int:
         if collecting:
             gc.enable()
     try:
-        return _run(parser.parse_args(argv))
+        status = _run(parser.parse_args(argv))
     finally:
         if in_process:
             gc.unfreeze()
+    if status > 128 and not in_process:
+        _leave_after_signal(status)
+    return status
+
+
+def _leave_after_signal(status: int) -> None:
+    """Exit at once after a termination signal, outputs already cleaned up. The interpreter's
+    normal exit would run the exit hooks of what the signal interrupted (a process pool whose
+    wakeup pipe is already closed, torch's thread pools) and could add a traceback or an abort
+    to the one line the user was promised."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 def _run(args: argparse.Namespace) -> int:
