@@ -1,4 +1,4 @@
-"""Fragments counting throughput: getdiff.fragments.count_insertions on synthetic files.
+"""Fragments counting throughput: getdiff.genomics.fragments.count_insertions on synthetic files.
 
 Synthetic inputs (seeded, cached under ``benchmarks/out/fragments/``): ``--peaks`` BED3 peaks
 (200-1000 bp, gaps of mean 3 kb) over chr1-22 and chrX, and a fragments file of ``--fragments``
@@ -9,8 +9,8 @@ compressed as cellranger-atac writes it.
 Measured in a child process: wall time of the counting (the file read included), fragments per
 second, and the process's peak RSS; once with all barcodes, once with a 500-barcode list.
 
-BAM (``getdiff.bam.count_read_insertions``): ``--bam-reads`` paired-end reads (2 x 50 bp with
-sequence and qualities, read names as Illumina writes them; 60% of pairs start in a peak; 8%
+BAM (``getdiff.genomics.bam.count_read_insertions``): ``--bam-reads`` paired-end reads (2 x 50 bp
+with sequence and qualities, read names as Illumina writes them; 60% of pairs start in a peak; 8%
 below MAPQ 30, 5% duplicates), coordinate-sorted and indexed with pysam, cached beside the
 fragments file; the same peaks; wall time, reads per second and peak RSS of a child process.
 
@@ -146,9 +146,9 @@ def make_bam(peaks_path: Path, n_reads: int, seed: int = 0) -> Path:
 
 
 def _bam_worker(peaks: Path, bam: Path) -> dict:
-    from getdiff.bam import count_read_insertions, read_filter
     from getdiff.config import validate_config
-    from getdiff.peaks import load_peaks
+    from getdiff.genomics.bam import count_read_insertions, read_filter
+    from getdiff.genomics.peaks import load_peaks
 
     table, _ = load_peaks(peaks, chromosomes=CHROMOSOMES)
     config = validate_config({"cell_types": "x.tsv", "motif_scan": "x.bed"})
@@ -177,8 +177,8 @@ def measure_bam(peaks: Path, bam: Path, n_reads: int) -> dict:
 
 
 def _worker(peaks: Path, fragments: Path, barcodes: Path | None) -> dict:
-    from getdiff.fragments import count_insertions, read_barcodes
-    from getdiff.peaks import load_peaks
+    from getdiff.genomics.fragments import count_insertions, read_barcodes
+    from getdiff.genomics.peaks import load_peaks
 
     table, _ = load_peaks(peaks, chromosomes=CHROMOSOMES)
     chosen = read_barcodes(barcodes, "all") if barcodes else None

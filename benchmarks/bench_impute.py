@@ -1,4 +1,4 @@
-"""Imputation speed: windows per second of ``getdiff.impute.impute_windows``.
+"""Imputation speed: windows per second of ``getdiff.evaluation.impute.impute_windows``.
 
 ``impute_windows`` is what ``getdiff impute`` runs: every window is sampled twice, once per
 complementary mask (half of the 900 regions hidden each time), so a window costs 2 network
@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from getdiff.diffusion import GaussianDiffusion
-from getdiff.inference import SamplerSettings, impute_windows
-from getdiff.model import build_model
+from getdiff.evaluation.inference import SamplerSettings, impute_windows
+from getdiff.modeling.diffusion import GaussianDiffusion
+from getdiff.modeling.model import build_model
 from getdiff.tensors import WindowSet
 
 

@@ -68,7 +68,7 @@ def _write_tsv(path: Path, columns: dict[str, np.ndarray]) -> None:
 
 def make_inputs(n_peaks: int, n_hits: int, seed: int = 0, outdir: Path = OUT) -> dict[str, Path]:
     """Write (or reuse) the synthetic peaks and scan; returns {"peaks": path, "motifs": path}."""
-    from getdiff.motifs import load_cluster_names
+    from getdiff.genomics.motif_scores import load_cluster_names
 
     outdir.mkdir(parents=True, exist_ok=True)
     peaks_path = outdir / f"peaks_{n_peaks}_s{seed}.bed"
@@ -195,8 +195,8 @@ def _aggregate_worker(peaks: Path, motifs: Path, outdir: Path) -> dict:
     """``load_peaks`` + ``aggregate_motif_scores``, timed in-process; the matrix saved for the
     check against bedtools."""
     began = time.perf_counter()
-    from getdiff.motifs import aggregate_motif_scores, load_cluster_names
-    from getdiff.peaks import load_peaks
+    from getdiff.genomics.motif_scores import aggregate_motif_scores, load_cluster_names
+    from getdiff.genomics.peaks import load_peaks
 
     table, _ = load_peaks(peaks, chromosomes=CHROMOSOMES)
     features, stats = aggregate_motif_scores(motifs, table, load_cluster_names())
@@ -228,7 +228,7 @@ def _logged_seconds(stderr: str) -> dict:
 
 def check_equal(bedtools_out: Path, outdir: Path) -> dict:
     """Compare bedtools' per (peak, cluster) sums with getdiff's matrix; raises if they differ."""
-    from getdiff.motifs import load_cluster_names
+    from getdiff.genomics.motif_scores import load_cluster_names
 
     features = sparse.load_npz(outdir / "getdiff_features.npz").toarray()
     rows = pd.read_csv(outdir / "getdiff_rows.tsv", sep="\t")

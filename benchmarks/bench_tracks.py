@@ -1,13 +1,13 @@
-"""bigWig tracks: ``getdiff.tracks.write_tracks`` at 100k regions x 4 tracks, and the two bigWig
-libraries side by side.
+"""bigWig tracks: ``getdiff.outputs.tracks.write_tracks`` at 100k regions x 4 tracks, and the two
+bigWig libraries side by side.
 
 The synthetic imputation has ``--regions`` peaks over 23 chromosomes (widths 200-1,500 bp, gaps
 0-3,000 bp, every 20th peak overlapping its successor by half, rows shuffled), the four raw
 columns an imputation with intervals holds, and is written to Parquet first. Measured, each the
 median of ``--repeats`` runs:
 
-- ``getdiff``: reading the Parquet (:func:`getdiff.tracks.read_imputation`), the chromosome
-  sizes, and :func:`getdiff.tracks.write_tracks` (overlaps cut into pieces, 4 bigWig files
+- ``getdiff``: reading the Parquet (:func:`getdiff.outputs.tracks.read_imputation`), the chromosome
+  sizes, and :func:`getdiff.outputs.tracks.write_tracks` (overlaps cut into pieces, 4 bigWig files
   renamed in as one set): what ``getdiff tracks`` does after its imports.
 - ``libraries``: writing the same pieces of one track with pyBigWig (``addEntries`` of one
   chromosome at a time) and with pybigtools (``write`` of a tuple iterator), file size, and each
@@ -35,8 +35,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from getdiff.intervals import natural_chrom_key
-from getdiff.tracks import (
+from getdiff.genomics.intervals import natural_chrom_key
+from getdiff.outputs.tracks import (
     TRACKS,
     chromosome_pieces,
     read_chrom_sizes,

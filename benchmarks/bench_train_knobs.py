@@ -1,7 +1,7 @@
 """CPU cost of the training knobs: grad accumulation, activation checkpointing, torch.compile.
 
-Each variant runs ``getdiff.train.train_step`` itself (the sampler, masks, micro-batches, AdamW,
-clipping; one process, no DDP) on synthetic windows of the preset's shape, with the default
+Each variant runs ``getdiff.training.train.train_step`` itself (the sampler, masks, micro-batches,
+AdamW, clipping; one process, no DDP) on synthetic windows of the preset's shape, with the default
 config otherwise (LoRA on, dropout 0.1):
 
 - ``plain``: every knob off;
@@ -49,12 +49,13 @@ FEATURES = 283
 
 
 def synthetic_run(preset: str, batch: int, regions: int, knobs: dict):
-    """A getdiff.train.Run over 4 x batch random windows, with ``knobs`` set in train:."""
+    """A getdiff.training.run.Run over 4 x batch random windows, with ``knobs`` set in train:."""
     from getdiff.config import validate_config
-    from getdiff.diffusion import GaussianDiffusion
-    from getdiff.distributed import Ranks
-    from getdiff.task import target
-    from getdiff.train import Run, WindowData
+    from getdiff.modeling.diffusion import GaussianDiffusion
+    from getdiff.modeling.task import target
+    from getdiff.training.distributed import Ranks
+    from getdiff.training.run import Run
+    from getdiff.training.windows import WindowData
 
     config = validate_config(
         {
@@ -92,7 +93,8 @@ def _states(args: argparse.Namespace, names: list[str]) -> dict:
     """(run, state, sampler) of each variant, all from the same seed."""
     import logging
 
-    from getdiff.train import EpochSampler, TrainState
+    from getdiff.training.train import fresh_state
+    from getdiff.training.windows import EpochSampler
 
     logging.disable(logging.WARNING)  # "LoRA on random weights" is expected here
     torch.set_num_threads(args.threads)
@@ -100,12 +102,12 @@ def _states(args: argparse.Namespace, names: list[str]) -> dict:
     for name in names:
         run = synthetic_run(args.preset, args.batch, args.regions, VARIANTS[name])
         sampler = EpochSampler(len(run.train_data), args.batch, 0, run.device)
-        states[name] = (run, TrainState.fresh(run), sampler)
+        states[name] = (run, fresh_state(run), sampler)
     return states
 
 
 def _timed_step(run, state, sampler) -> float:
-    from getdiff.train import train_step
+    from getdiff.training.train import train_step
 
     start = time.perf_counter()
     float(train_step(state, run, sampler)["grad_norm"])  # waits for the step

@@ -5,8 +5,8 @@ x0 prediction, masked MSE, backward, gradient clipping (norm 1), AdamW. Variants
 
 - ``reference``: :mod:`reference_model` (explicit softmax attention, per-sample timestep loop,
   boolean-indexed loss, plain AdamW with ``foreach=False``), fp32;
-- ``getdiff``: ``getdiff.model`` + ``GaussianDiffusion.training_loss`` +
-  ``getdiff.train.configure_optimizer`` (what training runs on the CPU), fp32;
+- ``getdiff``: ``getdiff.modeling.model`` + ``GaussianDiffusion.training_loss`` +
+  ``getdiff.training.train.configure_optimizer`` (what training runs on the CPU), fp32;
 - ``getdiff-bf16``: the same under ``torch.autocast("cpu", dtype=torch.bfloat16)``;
 - ``getdiff-fused``: the same as ``getdiff`` with ``AdamW(fused=True)``;
 - ``getdiff-rotary``: the same as ``getdiff`` with ``positions: rotary`` (RoPE of genomic
@@ -16,7 +16,7 @@ x0 prediction, masked MSE, backward, gradient clipping (norm 1), AdamW. Variants
 All variants start from the same weights and see the same batch; steps are interleaved
 (reference, getdiff, ... each repeat) so a change of machine load hits all of them alike, and the
 medians over repeats are reported. MFU = model FLOPs per step / step time / measured matmul peak
-(nanoGPT's ``estimate_mfu`` idea; :func:`getdiff.model.train_step_flops` counts them).
+(nanoGPT's ``estimate_mfu`` idea; :func:`getdiff.modeling.model.train_step_flops` counts them).
 
     python benchmarks/bench_train_step.py --preset mid --batch 2 --repeats 5
     python benchmarks/bench_train_step.py --memory --preset tiny --batch 8   # peak RSS only
@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_model import ReferenceModel, reference_loss, reference_optimizer  # noqa: E402
 
 from getdiff.defaults import DEFAULTS  # noqa: E402
-from getdiff.diffusion import GaussianDiffusion, random_masks, random_timesteps  # noqa: E402
-from getdiff.model import ModelConfig, build_model, make_config, train_step_flops  # noqa: E402
-from getdiff.train import configure_optimizer  # noqa: E402
+from getdiff.modeling.diffusion import GaussianDiffusion, random_masks, random_timesteps  # noqa: E402
+from getdiff.modeling.model import ModelConfig, build_model, make_config, train_step_flops  # noqa: E402
+from getdiff.training.train import configure_optimizer  # noqa: E402
 
 VARIANTS = ("reference", "getdiff", "getdiff-bf16", "getdiff-fused", "getdiff-rotary")
 EXTRA_VARIANTS = ("getdiff-lora",)  # only on request (--variants)
@@ -150,7 +150,7 @@ def build_variant(
     if state is not None:
         model.load_state_dict(state)
     if name == "getdiff-lora":
-        from getdiff.lora import apply_lora
+        from getdiff.modeling.lora import apply_lora
 
         model = apply_lora(model)
     model.train()

@@ -1,6 +1,6 @@
 """A straightforward reference implementation of GETRegionDiffusion, the speed baseline.
 
-Same architecture and the same parameter names and shapes as :mod:`getdiff.model`, so
+Same architecture and the same parameter names and shapes as :mod:`getdiff.modeling.model`, so
 ``ReferenceModel(config).load_state_dict(getdiff_model.state_dict())`` works and both compute the
 same function (checked in ``tests/test_benchmarks.py``). Written the way a first version would be:
 
@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from getdiff.model import LAYER_NORM_EPS, ModelConfig
+from getdiff.modeling.model import LAYER_NORM_EPS, ModelConfig
 
 
 class RefTimestepEmbedder(nn.Module):

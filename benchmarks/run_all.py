@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -101,6 +102,7 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
         "scan": [],
         "tracks": [],
         "count": [],
+        "scan_peers": [],
     }
     common = ["--threads", threads]
     prepare_dir = ["--outdir", workdir / "prepare"]
@@ -163,6 +165,10 @@ def collect(quick: bool, threads: int, workdir: Path) -> dict:
         # The fragments benchmark's inputs (same seed) are reused; the 10M-read BAM is cached.
         count = ["--peaks", 100_000, "--reads", 10**7, "--fragments", 10**7]
         jobs += [("count", "bench_count.py", [*count, "--outdir", workdir / "fragments"])]
+        # Not in --quick: about 5 min on 2 cores (issue 29, section 11).
+        peers = ["--peaks", 20_000, "--motifs", 300, "--repeats", 3, "--json"]
+        peers += ["--outdir", workdir / "scan_peers"]
+        jobs += [("scan_peers", "bench_scan_peers.py", peers)]
     for section, script, args in jobs:
         if section == "prepare" and not have_bedtools:
             continue
@@ -389,7 +395,7 @@ def render(results: dict, command: str, seconds: float) -> str:
         *[f"`{r['command']}`  " for r in results["impute"]],
         "",
     ]
-    parts += ["", "## 4. Counting fragments (`getdiff.fragments.count_insertions`)", ""]
+    parts += ["", "## 4. Counting fragments (`getdiff.genomics.fragments.count_insertions`)", ""]
     rows = [
         [
             f"{r['peaks']:,} x {r['fragments']:,} ({r['file_mib']:.0f} MiB bgzip)",
@@ -422,9 +428,9 @@ def render(results: dict, command: str, seconds: float) -> str:
     ]
     parts += [
         "",
-        "BAM (`getdiff.bam.count_read_insertions`, same command): paired-end 2 x 50 bp reads, "
-        "coordinate-sorted and indexed, default read filters; wall time (reading included), "
-        "reads per second and peak RSS of a child process.",
+        "BAM (`getdiff.genomics.bam.count_read_insertions`, same command): paired-end "
+        "2 x 50 bp reads, coordinate-sorted and indexed, default read filters; "
+        "wall time (reading included), reads per second and peak RSS of a child process.",
         "",
         _table(["peaks x reads", "s", "M reads/s", "peak RSS MiB"], rows),
     ]
@@ -457,12 +463,12 @@ def render(results: dict, command: str, seconds: float) -> str:
         "",
         "## 6. Training knobs (`grad_accumulation`, `activation_checkpointing`, `compile`)",
         "",
-        "`getdiff.train.train_step` itself (default config: LoRA on, dropout 0.1) per variant; "
-        "steps of all variants interleaved in one process. Step = median after the warm-up; "
-        "`first step` includes torch.compile's compilation; `vs plain` = median over repeats of "
-        "the variant's step / plain's step of the same repeat (> 1: slower). Peak RSS: "
-        "ru_maxrss of a fresh process per variant. No GPU was lent for these runs: CUDA numbers "
-        "(bf16, fused AdamW, DDP over GPUs) are not measured.",
+        "`getdiff.training.train.train_step` itself (default config: LoRA on, dropout 0.1) "
+        "per variant; steps of all variants interleaved in one process. Step = median after "
+        "the warm-up; `first step` includes torch.compile's compilation; `vs plain` = "
+        "median over repeats of the variant's step / plain's step of the same repeat "
+        "(> 1: slower). Peak RSS: ru_maxrss of a fresh process per variant. No GPU was lent "
+        "for these runs: CUDA numbers (bf16, fused AdamW, DDP over GPUs) are not measured.",
     ]
     for run in results.get("knobs", []):
         rows = [
@@ -513,7 +519,21 @@ def render(results: dict, command: str, seconds: float) -> str:
     ]
     parts += ["", *tracks_section(results.get("tracks", []))]
     parts += count_section(results.get("count", []))
+    parts += scan_peers_section(results.get("scan_peers", []))
     return "\n".join(parts)
+
+
+def scan_peers_section(runs: list[dict]) -> list[str]:
+    """Section 11: getdiff scan vs MOODS's CLI and memelite's FIMO (issue 29), rendered by
+    bench_scan_peers.markdown; nothing when not run."""
+    if not runs:
+        return []
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scan_peers", HERE / "bench_scan_peers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return ["", *module.markdown(runs)]
 
 
 def tracks_section(runs: list[dict]) -> list[str]:
@@ -588,11 +608,26 @@ def main(argv: list[str] | None = None) -> None:
         raw.write_text(json.dumps(results, indent=1))
     seconds = results["run"]["seconds"]
     text = render(results, results["run"]["command"], seconds)
+    if output.exists():
+        text = kept_sections(text, output.read_text(encoding="utf-8"))
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(output)
     print(f"wrote {output} ({seconds / 60:.1f} min)")
+
+
+def kept_sections(text: str, previous: str) -> str:
+    """``text`` plus the ``## `` sections of ``previous`` that this script does not write (run on
+    their own: interpretation, scanning against its peers, the measurement history), in their
+    order, so a rerun never drops them."""
+    written = {line for line in text.splitlines() if line.startswith("## ")}
+    kept = [
+        section
+        for section in re.split(r"\n(?=## )", previous)
+        if section.startswith("## ") and section.splitlines()[0] not in written
+    ]
+    return text.rstrip("\n") + "".join(f"\n\n{section.rstrip()}" for section in kept) + "\n"
 
 
 def _ratio_rows(tools: dict) -> list[list[str]]:

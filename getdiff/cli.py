@@ -21,17 +21,17 @@ from getdiff.io import Terminated, termination_raises
 # Sub-command -> module that registers it, in the order they appear in --help.
 COMMANDS = {
     "demo-data": "demo",
-    "scan": "scan",
-    "count": "count",
+    "scan": "genomics.scan",
+    "count": "genomics.count",
     "prepare": "prepare",
-    "train": "train",
-    "calibrate": "calibrate",
-    "evaluate": "evaluate",
-    "impute": "impute",
-    "tracks": "tracks",
-    "export-h5ad": "export",
-    "plot-locus": "locus",
-    "interpret": "interpret",
+    "train": "training.train",
+    "calibrate": "evaluation.calibrate",
+    "evaluate": "evaluation.evaluate",
+    "impute": "evaluation.impute",
+    "tracks": "outputs.tracks",
+    "export-h5ad": "outputs.export",
+    "plot-locus": "outputs.locus",
+    "interpret": "evaluation.interpret",
 }
 
 

@@ -263,6 +263,18 @@ def train_groups(config: dict[str, Any], cell_types: list[str]) -> dict[str, lis
     return groups
 
 
+def group_members(config: dict[str, Any], group: str) -> tuple[pd.DataFrame, list[str]]:
+    """The cell-type sheet and the cell types of model group ``group`` (train.groups); a group
+    that is not configured is a ConfigError naming those that are."""
+    sheet = load_cell_types(config["cell_types"])
+    groups = train_groups(config, list(sheet.index))
+    if group not in groups:
+        raise ConfigError(
+            f"model group {group!r} is not configured; groups (train.groups): {sorted(groups)}"
+        )
+    return sheet, groups[group]
+
+
 def imputed_cell_types(config: dict[str, Any], sheet: pd.DataFrame) -> dict[str, list[str]]:
     """Model group -> the cell types its model imputes: its own (train.groups), then those whose
     sheet column ``impute_with`` names it (a cell type in no group, or in another: served as a
@@ -321,6 +333,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", metavar="FILE", help="workflow config YAML")
     source.add_argument("--config-json", metavar="JSON", help=argparse.SUPPRESS)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, group: bool = True) -> None:
+    """What every command that runs a trained model reads: ``--group`` (unless ``group`` is
+    false), ``--model`` and ``--prepared-dir``."""
+    if group:
+        parser.add_argument("--group", required=True, help="model group (train.groups)")
+    parser.add_argument("--model", required=True, help="model.safetensors from getdiff train")
+    parser.add_argument("--prepared-dir", required=True, help="getdiff prepare output root")
 
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:

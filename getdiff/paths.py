@@ -9,7 +9,7 @@ Under the config's ``results`` folder::
     calibrate/<group>/       calibration.parquet
     evaluate/<group>/        metrics.json, metrics_per_feature.tsv, plots/
     impute/<group>/          <cell type>.parquet, <cell type>.h5ad
-    tracks/<group>/          <cell type>.<track>.bw (getdiff.tracks.track_paths), loci/
+    tracks/<group>/          <cell type>.<track>.bw (getdiff.outputs.tracks.track_paths), loci/
 
 A dict of names lists the output that marks a complete set first (``getdiff.io.output_set``
 renames it in last). This module imports nothing but pathlib: the Snakemake process reads it.
@@ -55,6 +55,14 @@ EVALUATE_FILES = {
     "plots": "plots",
 }
 EVALUATE_DIRECTORIES = frozenset({"plots"})
+
+# getdiff interpret, in <results>/interpret/<group>/: the motif effects first (the marker).
+INTERPRET_FILES = {
+    "effects": "motif_effects.tsv",
+    "distance": "context_by_distance.tsv",
+    "plots": "plots",
+}
+INTERPRET_DIRECTORIES = frozenset({"plots"})
 
 
 def windows_file(split: str) -> str:

@@ -41,20 +41,20 @@ import pandas as pd
 import pyarrow as pa
 
 from getdiff import __version__
-from getdiff.bam import read_filter
 from getdiff.config import add_config_arguments, config_from_args, load_cell_types, load_config
 from getdiff.errors import ConfigError, GetdiffError, InputError
-from getdiff.fragments import read_barcodes
-from getdiff.intervals import check_match_rate
-from getdiff.io import exclusive, output_set
-from getdiff.motifs import (
+from getdiff.genomics.bam import read_filter
+from getdiff.genomics.fragments import read_barcodes
+from getdiff.genomics.intervals import check_match_rate
+from getdiff.genomics.motif_scores import (
     aggregate_motif_scores,
     load_cluster_names,
     load_motif_mapping,
     scan_read_ahead,
 )
+from getdiff.genomics.peaks import load_peaks, natural_chrom_key
+from getdiff.io import exclusive, output_set
 from getdiff.paths import REGIONS_FILE
-from getdiff.peaks import load_peaks, natural_chrom_key
 from getdiff.tensors import (
     ACCESSIBILITY,
     MANIFEST,
@@ -181,7 +181,8 @@ class PrepareSettings:
 
 
 def _kept_peaks(settings: PrepareSettings) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The cell type's peaks after :func:`~getdiff.peaks.load_peaks`, and the dropped counts."""
+    """The cell type's peaks after :func:`~getdiff.genomics.peaks.load_peaks`, and the dropped
+    counts."""
     section = settings.section
     barcodes = read_barcodes(settings.barcodes, settings.cell_type) if settings.barcodes else None
     table, dropped = load_peaks(

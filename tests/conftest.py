@@ -42,7 +42,7 @@ from helpers import write_lines as write_lines_helper
 
 from getdiff.cli import main
 from getdiff.demo import write_demo_data
-from getdiff.model import build_model, save_model
+from getdiff.modeling.model import build_model, save_model
 
 SMALL_DEMO_CHROMOSOMES = ["chr1", "chr10", "chr11", "chr21"]
 

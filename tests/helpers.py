@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from getdiff.config import validate_config
-from getdiff.model import GETRegionDiffusion, build_model
+from getdiff.modeling.model import GETRegionDiffusion, build_model
 from getdiff.tensors import write_window_set
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -54,7 +54,7 @@ TINY_MODEL = dict(
 def tiny_model(weights: dict[str, torch.Tensor] | None = None, **overrides) -> torch.nn.Module:
     """The fixture's network in eval mode; with ``weights`` (the file's ``weights.*`` entries,
     prefix stripped) loaded when given."""
-    from getdiff.model import build_model
+    from getdiff.modeling.model import build_model
 
     model = build_model("tiny", **{**TINY_MODEL, **overrides}).eval()
     if weights is not None:

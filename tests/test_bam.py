@@ -16,19 +16,19 @@ import pandas as pd
 import pytest
 from conftest import prepare_three_peaks
 
-import getdiff.bam as bam_module
-from getdiff.bam import (
+import getdiff.genomics.bam_records as bam_records
+from getdiff.config import validate_config
+from getdiff.errors import InputError
+from getdiff.genomics.bam import (
     ReadFilter,
     _count_bam,
     _count_contig,
     count_read_insertions,
     read_filter,
 )
-from getdiff.config import validate_config
-from getdiff.errors import InputError
-from getdiff.fragments import count_insertions, counts_format
-from getdiff.insertions import SiteTally
-from getdiff.peaks import load_peaks
+from getdiff.genomics.fragments import count_insertions, counts_format
+from getdiff.genomics.insertions import SiteTally
+from getdiff.genomics.peaks import load_peaks
 from getdiff.tensors import load_regions
 
 pysam = pytest.importorskip("pysam")
@@ -189,7 +189,7 @@ def test_reads_out_of_order_within_a_contig_are_an_error():
 
 
 def _stats():
-    from getdiff.bam import _ReadStats
+    from getdiff.genomics.bam import _ReadStats
 
     return _ReadStats()
 
@@ -318,7 +318,7 @@ def test_many_reads_match_a_read_by_read_count(big_bam):
 
 
 def test_forked_workers_count_as_one_process(big_bam, monkeypatch):
-    monkeypatch.setattr(bam_module, "CHUNK_BYTES", 4096)  # many chunks, a span per contig
+    monkeypatch.setattr(bam_records, "CHUNK_BYTES", 4096)  # many chunks, a span per contig
     one = count_read_insertions(big_bam, PEAKS, default_filter(), threads=1)
     assert (
         count_read_insertions(big_bam, PEAKS, default_filter(), threads=2).tolist() == one.tolist()
@@ -332,7 +332,7 @@ def test_records_straddling_bgzf_blocks_and_chunks_count_the_same(big_bam, tmp_p
     pysam.index(str(straddling))
     expected = count_read_insertions(big_bam, PEAKS, default_filter()).tolist()
     assert count_read_insertions(straddling, PEAKS, default_filter()).tolist() == expected
-    monkeypatch.setattr(bam_module, "CHUNK_BYTES", 3000)  # records cut by chunk ends too
+    monkeypatch.setattr(bam_records, "CHUNK_BYTES", 3000)  # records cut by chunk ends too
     assert count_read_insertions(straddling, PEAKS, default_filter()).tolist() == expected
 
 

@@ -1,12 +1,12 @@
-"""The baselines evaluate scores beside the model (getdiff.baselines), against hand-computed
-cases."""
+"""The baselines evaluate scores beside the model (getdiff.evaluation.baselines), against
+hand-computed cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from getdiff.baselines import (
+from getdiff.evaluation.baselines import (
     Ridge,
     neighbour_indices,
     neighbour_mean_prediction,

@@ -16,9 +16,10 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from bench_train_step import make_batch  # noqa: E402
 from reference_model import ReferenceModel, reference_loss  # noqa: E402
+from run_all import kept_sections  # noqa: E402
 
-from getdiff.diffusion import GaussianDiffusion  # noqa: E402
-from getdiff.model import build_model, train_step_flops  # noqa: E402
+from getdiff.modeling.diffusion import GaussianDiffusion  # noqa: E402
+from getdiff.modeling.model import build_model, train_step_flops  # noqa: E402
 
 
 def _pair(regions: int = 40) -> tuple[torch.nn.Module, ReferenceModel]:
@@ -90,3 +91,9 @@ def test_run_all_quick_writes_every_results_table(tmp_path):
     assert "| accumulation-2 |" in text and "| checkpointing |" in text
     assert "| 2,000 x 4 |" in text and "| 2,000 | pyBigWig" in text
     assert (tmp_path / "results.quick.json").exists()
+
+
+def test_a_rerun_of_run_all_keeps_the_sections_it_does_not_write():
+    previous = "# Results\n\n## 1. A\n\nold a\n\n## 10. Run alone\n\nkept\n\n## History\n\nh\n"
+    text = kept_sections("# Results\n\n## 1. A\n\nnew a\n", previous)
+    assert text == "# Results\n\n## 1. A\n\nnew a\n\n## 10. Run alone\n\nkept\n\n## History\n\nh\n"

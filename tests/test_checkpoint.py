@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from getdiff.checkpoint import (
+from getdiff.errors import InputError
+from getdiff.modeling.checkpoint import (
     GETRegionPretrain,
     build_pretrain,
     load_get_checkpoint,
     read_state_dict,
 )
-from getdiff.errors import InputError
-from getdiff.model import build_model
+from getdiff.modeling.model import build_model
 
 F = 283
 

@@ -186,7 +186,7 @@ def test_betas_out_of_order_are_a_config_error_before_any_work():
 
 def test_the_schema_default_chromosomes_are_the_readers_default():
     from getdiff.config import validate_config
-    from getdiff.peaks import DEFAULT_CHROMOSOMES
+    from getdiff.genomics.peaks import DEFAULT_CHROMOSOMES
 
     config = validate_config({"cell_types": "x.tsv", "motif_scan": "x.bed"})
     assert config["prepare"]["chromosomes"] == list(DEFAULT_CHROMOSOMES)

@@ -1,12 +1,14 @@
-"""Calibrated predictive intervals (getdiff.conformal, getdiff calibrate): coverage on data with
-known noise, sharpness against one constant width, the file round trip, validation only."""
+"""Calibrated predictive intervals (getdiff.evaluation.conformal, getdiff calibrate): coverage on
+data with known noise, sharpness against one constant width, the file round trip, validation
+only."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from getdiff.conformal import (
+from getdiff.errors import InputError
+from getdiff.evaluation.conformal import (
     MIN_BIN_REGIONS,
     RELIABILITY_LEVELS,
     Calibration,
@@ -17,7 +19,6 @@ from getdiff.conformal import (
     read_calibration,
     write_calibration,
 )
-from getdiff.errors import InputError
 
 
 def noisy_windows(rng, n_windows: int, size: int = 200):
@@ -124,8 +125,8 @@ def test_calibration_reads_the_validation_chromosomes_never_the_test_ones(tmp_pa
     on the training ones); the test windows are never opened."""
     import argparse
 
-    import getdiff.calibrate as calibrate
-    from getdiff.metrics import ScoredRegions
+    import getdiff.evaluation.calibrate as calibrate
+    from getdiff.evaluation.metrics import ScoredRegions
 
     sheet = tmp_path / "cell_types.tsv"
     sheet.write_text("cell_type\tpeaks\tcounts_file\tcounts_column\nliver\tp.bed\t\t5\n")

@@ -39,7 +39,10 @@ def _dict_keys(module: str, name: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "module, name, heading",
-    [("train", "metadata", "Model file"), ("impute", "info", "Imputations")],
+    [
+        ("training/model_files", "metadata", "Model file"),
+        ("evaluation/impute", "info", "Imputations"),
+    ],
 )
 def test_the_contract_names_every_metadata_key_written(module, name, heading):
     section = _section(heading)

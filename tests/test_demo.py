@@ -12,7 +12,7 @@ from getdiff.cli import main
 from getdiff.config import load_cell_types, load_config
 from getdiff.demo import CELL_TYPES, HG38_SIZES, write_demo_data
 from getdiff.errors import ConfigError
-from getdiff.motifs import load_cluster_names
+from getdiff.genomics.motif_scores import load_cluster_names
 from getdiff.prepare import prepare_from_config
 from getdiff.tensors import load_window_set
 
@@ -157,7 +157,7 @@ def test_accessibility_varies_between_windows_more_than_chance(tmp_path):
 def test_scanning_the_demo_genome_finds_the_planted_motifs(small_demo, tmp_path):
     """The planted instances (the demo's motif_scan.bed.gz) are found by getdiff scan at the
     default p < 1e-4, beside the chance matches every real scan has."""
-    from getdiff.scan import ScanSettings, scan_motifs
+    from getdiff.genomics.scan import ScanSettings, scan_motifs
 
     config = load_config(small_demo["config"])
     result = scan_motifs(ScanSettings.from_config(config, 1), tmp_path / "scan")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from getdiff.diffusion import (
+from getdiff.modeling.diffusion import (
     GaussianDiffusion,
     complementary_masks,
     num_masked,

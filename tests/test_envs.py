@@ -47,7 +47,8 @@ def test_no_extra_repeats_a_core_dependency():
 
 
 # What the process that runs Snakemake imports of getdiff's dependencies (README.md, "Running
-# the workflow", and getdiff/launch.py say so): the modules the rule files import, no torch.
+# the workflow", and getdiff/training/launch.py say so): the modules the rule files import, no
+# torch.
 SNAKEMAKE_PROCESS_NEEDS = {"jsonschema", "numpy", "pandas", "pyarrow", "yaml"}
 IMPORT_NAMES = {"pyyaml": "yaml", "moods-python": "MOODS", "biopython": "Bio"}
 

@@ -1,6 +1,6 @@
-"""getdiff.evaluate on its own: which parts are scored, every predictor's values from the pass
-that masked each region, the summary and per-feature rows, JSON safety, the cell types scored.
-(The scores themselves: test_metrics.py; the baselines: test_baselines.py.)"""
+"""getdiff.evaluation.evaluate on its own: which parts are scored, every predictor's values from
+the pass that masked each region, the summary and per-feature rows, JSON safety, the cell types
+scored. (The scores themselves: test_metrics.py; the baselines: test_baselines.py.)"""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from getdiff.baselines import Ridge, neighbour_mean_prediction, window_mean_prediction
 from getdiff.errors import ConfigError
-from getdiff.evaluate import (
+from getdiff.evaluation.baselines import Ridge, neighbour_mean_prediction, window_mean_prediction
+from getdiff.evaluation.evaluate import (
     PREDICTORS,
     _json_safe,
     evaluated_cell_types,

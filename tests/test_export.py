@@ -15,8 +15,14 @@ import pytest
 from getdiff.cli import main
 from getdiff.config import validate_config
 from getdiff.errors import GetdiffError
-from getdiff.export import build_anndata, config_hash
-from getdiff.locus import Region, check_region, default_locus, parse_region, read_locus_table
+from getdiff.outputs.export import build_anndata, config_hash
+from getdiff.outputs.locus import (
+    Region,
+    check_region,
+    default_locus,
+    parse_region,
+    read_locus_table,
+)
 from getdiff.tensors import MANIFEST, manifest, write_region_table
 
 MOTIFS = ["A", "B/1", "C"]

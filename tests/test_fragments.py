@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from conftest import prepare_three_peaks
 
-import getdiff.fragments as fragments
+import getdiff.genomics.fragments as fragments
 from getdiff.errors import InputError
-from getdiff.fragments import count_insertions, counts_format, read_barcodes
+from getdiff.genomics.fragments import count_insertions, counts_format, read_barcodes
 from getdiff.tensors import load_regions
 
 PEAKS = pd.DataFrame(
@@ -69,7 +69,7 @@ def test_the_format_is_read_from_the_content(fragments_file, tmp_path, write_lin
     bam = tmp_path / "reads.txt"
     with gzip.open(bam, "wb") as handle:  # BGZF is gzip; a BAM starts with BAM\1 inside
         handle.write(b"BAM\x01" + bytes(20))
-    assert counts_format(bam) == "bam"  # counted by getdiff.bam (tests/test_bam.py)
+    assert counts_format(bam) == "bam"  # counted by getdiff.genomics.bam (tests/test_bam.py)
 
 
 def test_a_barcode_list_matching_no_fragment_is_blamed_naming_both_files(
@@ -141,7 +141,7 @@ def test_a_fragments_file_without_the_count_column_is_read(tmp_path, write_lines
 
 def test_demo_fragments_give_the_peak_counts_of_their_cell_type(tmp_path):
     from getdiff.demo import write_demo_data
-    from getdiff.peaks import read_peak_file
+    from getdiff.genomics.peaks import read_peak_file
 
     paths = write_demo_data(
         tmp_path / "demo", 400, chromosomes=["chr1", "chr21"], seed=5, fragments_for="demo_liver"

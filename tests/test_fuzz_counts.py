@@ -173,6 +173,6 @@ def test_a_mutated_barcode_table_counts_its_group_or_is_one_error_line_naming_it
 
 @pytest.mark.parametrize("value", ["-0", " 7", "7 ", "007"])
 def test_coordinates_the_fast_reader_takes_are_valid_for_the_line_reader_too(value):
-    from getdiff.fragments import line_problem
+    from getdiff.genomics.fragments import line_problem
 
     assert line_problem(["chr1", value, "900", "A"], 4) is None

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from getdiff.errors import InputError
-from getdiff.scan import fetch_sequence, open_fasta, read_motif_file
+from getdiff.genomics.fasta import fetch_sequence, open_fasta
+from getdiff.genomics.motif_files import read_motif_file
 
 MEME = (
     b"MEME version 5\n\nALPHABET= ACGT\n\nstrands: + -\n\n"

@@ -9,15 +9,11 @@ import pytest
 import torch
 
 from getdiff.config import validate_config
-from getdiff.diffusion import complementary_masks
 from getdiff.errors import ConfigError
-from getdiff.interpret import (
-    InterpretSettings,
-    Predictor,
-    _differential,
-    _motif_columns,
-    interpret_cell_type,
-)
+from getdiff.evaluation.interpret import _differential, interpret_cell_type
+from getdiff.evaluation.knockout import InterpretSettings, Predictor
+from getdiff.evaluation.perturb import _motif_columns
+from getdiff.modeling.diffusion import complementary_masks
 from getdiff.tensors import WindowSet
 
 SIZE = 300
@@ -110,7 +106,7 @@ def test_the_fit_recovers_known_cis_and_neighbour_effects():
 
 
 def test_recovery_scores_a_table_against_the_planted_effects(tmp_path):
-    from getdiff.demo import recovery
+    from getdiff.simulation import recovery
 
     planted = pd.DataFrame(
         {
@@ -182,8 +178,8 @@ def test_distance_bands_must_tile_the_context(bands, message):
 def test_common_noise_makes_a_variant_identical_to_the_original():
     """The same input under common noise predicts the same, so a knock-out's difference is its
     own (no sampling noise)."""
-    from getdiff.diffusion import GaussianDiffusion
-    from getdiff.model import build_model
+    from getdiff.modeling.diffusion import GaussianDiffusion
+    from getdiff.modeling.model import build_model
 
     windows = window_set(n_windows=1)
     model = build_model("tiny", num_motif=len(MOTIFS) + 1, num_regions=SIZE).eval()
@@ -198,7 +194,7 @@ def test_common_noise_makes_a_variant_identical_to_the_original():
 
 
 def test_the_locus_view_labels_each_peak_with_its_strongest_present_motif(tmp_path):
-    from getdiff.locus import Region, plot_locus, read_locus_table, top_motifs
+    from getdiff.outputs.locus import Region, plot_locus, read_locus_table, top_motifs
 
     table = pd.DataFrame(
         {

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from getdiff.errors import InputError
-from getdiff.intervals import LOW_MATCH_RATE, check_match_rate, overlapping
+from getdiff.genomics.intervals import LOW_MATCH_RATE, check_match_rate, overlapping
 
 
 def table(*rows: tuple[str, int, int]) -> pd.DataFrame:
@@ -106,7 +106,7 @@ def outcome(read):
 @pytest.mark.parametrize("name", sorted(PEAK_VARIANTS))
 @pytest.mark.parametrize("compress", ["plain", "bgzip"])
 def test_peak_readers_agree_wherever_the_fast_one_answers(tmp_path, monkeypatch, name, compress):
-    import getdiff.peaks as peaks
+    import getdiff.genomics.peaks as peaks
 
     data = PEAK_VARIANTS[name]
     path = tmp_path / "peaks.bed"
@@ -164,8 +164,8 @@ FAST_SCANS = {
 @pytest.mark.parametrize("name", sorted(SCAN_VARIANTS))
 @pytest.mark.parametrize("chunk_lines", [7, 1_000_000])
 def test_scan_readers_agree_wherever_the_fast_one_answers(tmp_path, monkeypatch, name, chunk_lines):
-    import getdiff.motifs as motifs
-    from getdiff.intervals import IrregularText
+    import getdiff.genomics.motif_scores as motifs
+    from getdiff.genomics.intervals import IrregularText
 
     path = tmp_path / "scan.bed"
     text = SCAN_VARIANTS[name]

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from getdiff.errors import InputError
+from getdiff.genomics.motif_scores import aggregate_motif_scores, scan_read_ahead
 from getdiff.io import ReadAhead
-from getdiff.motifs import aggregate_motif_scores, scan_read_ahead
 
 
 def test_items_arrive_in_order_and_the_producer_ends():

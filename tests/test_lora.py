@@ -7,10 +7,10 @@ import torch
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
-from getdiff.checkpoint import build_pretrain, load_get_checkpoint
 from getdiff.errors import InputError
-from getdiff.lora import apply_lora, load_adapters, merge_lora, save_adapters, unwrap
-from getdiff.model import GETRegionDiffusion, build_model, save_model
+from getdiff.modeling.checkpoint import build_pretrain, load_get_checkpoint
+from getdiff.modeling.lora import apply_lora, load_adapters, merge_lora, save_adapters, unwrap
+from getdiff.modeling.model import GETRegionDiffusion, build_model, save_model
 
 F = 283
 

@@ -1,4 +1,4 @@
-"""Scores of the evaluate stage (getdiff.metrics), against hand-computed cases."""
+"""Scores of the evaluate stage (getdiff.evaluation.metrics), against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from getdiff.metrics import (
+from getdiff.evaluation.metrics import (
     centre_by_group,
     metrics,
     metrics_per_column,

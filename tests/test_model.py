@@ -10,7 +10,7 @@ from helpers import active_model
 
 from getdiff.defaults import DEFAULTS
 from getdiff.errors import ConfigError, InputError
-from getdiff.model import (
+from getdiff.modeling.model import (
     TimestepEmbedder,
     build_model,
     count_parameters,

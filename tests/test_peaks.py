@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from getdiff.errors import InputError
-from getdiff.intervals import read_bed_fields
-from getdiff.peaks import (
+from getdiff.genomics.intervals import read_bed_fields
+from getdiff.genomics.peaks import (
     harmonise_chrom,
     load_peaks,
     natural_chrom_key,

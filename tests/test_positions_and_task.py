@@ -11,11 +11,11 @@ from helpers import active_model
 from make_fixtures import fixture_weights, tiny_model
 from safetensors.torch import load_file
 
-from getdiff.diffusion import GaussianDiffusion, Target
 from getdiff.errors import ConfigError
-from getdiff.impute import imputation_table
-from getdiff.model import build_model
-from getdiff.task import model_task, predicted_columns, predicted_features
+from getdiff.evaluation.impute import imputation_table
+from getdiff.modeling.diffusion import GaussianDiffusion, Target
+from getdiff.modeling.model import build_model
+from getdiff.modeling.task import model_task, predicted_columns, predicted_features
 from getdiff.tensors import WindowSet
 
 # Made by tests/make_fixtures.py (provenance beside it) on another machine: its output is that
@@ -283,7 +283,7 @@ def test_window_scaling_standardises_by_the_unmasked_rows_and_maps_predictions_b
 
 
 def test_window_scaling_in_the_spec_task_scales_accessibility_alone():
-    from getdiff.task import target
+    from getdiff.modeling.task import target
 
     spec = target({"predict": "all", "scaling": "window"}, NAMES)
     assert spec.columns is None and spec.scaled.tolist() == [False, False, False, True]
@@ -342,7 +342,7 @@ def test_cell_type_embedding_starts_as_a_no_op_and_then_separates_cell_types():
 
 
 def test_cell_type_embedding_is_trained_in_full_under_lora():
-    from getdiff.lora import apply_lora
+    from getdiff.modeling.lora import apply_lora
 
     model = apply_lora(build_model("tiny", num_motif=4, num_cell_types=2), r=2, alpha=4)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -351,7 +351,7 @@ def test_cell_type_embedding_is_trained_in_full_under_lora():
 
 def test_windows_of_a_cell_type_the_model_was_not_trained_on_are_refused():
     from getdiff.errors import InputError
-    from getdiff.inference import cell_type_index
+    from getdiff.evaluation.inference import cell_type_index
 
     model = build_model("tiny", num_motif=4, num_cell_types=2)
     metadata = {"cell_types": ["liver", "myeloid"]}

@@ -45,7 +45,7 @@ from safetensors.torch import load_file
 
 from getdiff.cli import main
 from getdiff.demo import write_demo_data
-from getdiff.model import build_model, save_model
+from getdiff.modeling.model import build_model, save_model
 from getdiff.prepare import output_paths
 from getdiff.tensors import load_regions
 
@@ -279,7 +279,7 @@ def windows_without_metadata(inputs: Inputs) -> Case:
 
 
 def checkpoint_with_mismatched_shapes(inputs: Inputs) -> Case:
-    from getdiff.checkpoint import build_pretrain
+    from getdiff.modeling.checkpoint import build_pretrain
 
     other = build_pretrain("tiny", **{**TINY_MODEL, "embed_dim": 32}, num_motif=len(TOY_FEATURES))
     path = inputs.root / "checkpoint-799.pth"

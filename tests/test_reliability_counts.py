@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-import getdiff.fragments
+import getdiff.genomics.fragments
 from getdiff.cli import main
 
 PEAKS = ["chr1\t100\t200\tp1", "chr1\t300\t400\tp2", "chr2\t50\t150\tp3"]  # line k: PEAKS[k - 1]
@@ -297,7 +297,7 @@ def fragments_malformed_line_with_two_threads(inputs: Inputs) -> Case:
 
 
 def fragments_malformed_line_of_a_later_block_with_two_threads(inputs: Inputs) -> Case:
-    inputs.monkeypatch.setattr(getdiff.fragments, "BLOCK_BYTES", 64)
+    inputs.monkeypatch.setattr(getdiff.genomics.fragments, "BLOCK_BYTES", 64)
     many = [f"chr1\t{s}\t{s + 30}\tAAAC-1\t1" for s in range(100, 5000, 7)]
     lines = [*FRAGMENTS, *many, "chr1\t7000\t7100\tAAAC-1"]  # one field short
     path = write_lines(inputs.root / "fragments.tsv.gz", lines, gz=True)
@@ -586,12 +586,12 @@ def train_argv(prepared: dict[str, Path], outdir: Path) -> list[str]:
 def test_torch_save_failing_on_a_full_disk_is_one_line_naming_the_checkpoint(
     prepared, tmp_path, monkeypatch, capsys
 ):
-    import getdiff.train
+    import getdiff.training.train
 
     def full(*args: object, **kwargs: object) -> None:  # torch's zip writer: no errno, no name
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
 
-    monkeypatch.setattr(getdiff.train.torch, "save", full)
+    monkeypatch.setattr(getdiff.training.train.torch, "save", full)
     assert main(train_argv(prepared, tmp_path / "out")) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"getdiff train: error: {tmp_path / 'out'}"), last
@@ -605,13 +605,13 @@ def test_safetensors_failing_on_a_full_disk_is_one_line_naming_the_model_file(
 ):
     import safetensors
 
-    import getdiff.model
+    import getdiff.modeling.model
 
     def full(*args: object, **kwargs: object) -> None:
         message = "Error while serializing: I/O error: No space left on device (os error 28)"
         raise safetensors.SafetensorError(message)
 
-    monkeypatch.setattr(getdiff.model, "save_file", full)
+    monkeypatch.setattr(getdiff.modeling.model, "save_file", full)
     out = tmp_path / "out"
     assert main(train_argv(prepared, out)) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]

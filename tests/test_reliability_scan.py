@@ -26,8 +26,8 @@ import pysam
 import pytest
 import yaml
 
-import getdiff.indexes
-import getdiff.scan
+import getdiff.genomics.indexes
+import getdiff.genomics.scan
 from getdiff.cli import main
 
 rng = np.random.default_rng(5)
@@ -104,7 +104,7 @@ class Inputs:
 
     def read_only_directory(self) -> None:
         """As in a shared genome directory (chmod does not bind for root: patched instead)."""
-        self.monkeypatch.setattr(getdiff.indexes, "_writable", lambda directory: False)
+        self.monkeypatch.setattr(getdiff.genomics.indexes, "_writable", lambda directory: False)
 
 
 def make_fifo(path: Path) -> None:
@@ -292,7 +292,7 @@ def disk_full_while_writing(inputs: Inputs) -> Case:
     def full(*args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no name
 
-    inputs.monkeypatch.setattr(getdiff.scan, "_write_tables", full)
+    inputs.monkeypatch.setattr(getdiff.genomics.scan, "_write_tables", full)
     return Case(inputs.argv(), inputs.out, None, "No space left on device")
 
 

@@ -31,12 +31,12 @@ from helpers import (
 )
 from safetensors.torch import load_file
 
-from getdiff.diffusion import GaussianDiffusion, random_masks, random_timesteps
-from getdiff.distributed import Ranks
 from getdiff.errors import ConfigError
-from getdiff.launch import launcher, train_resources
-from getdiff.model import build_model
-from getdiff.train import configure_optimizer, train
+from getdiff.modeling.diffusion import GaussianDiffusion, random_masks, random_timesteps
+from getdiff.modeling.model import build_model
+from getdiff.training.distributed import Ranks
+from getdiff.training.launch import launcher, train_resources
+from getdiff.training.train import configure_optimizer, train
 
 PROFILES = ROOT / "profiles"
 
@@ -210,7 +210,7 @@ def test_compiled_network_trains_like_the_plain_one(prepared, tmp_path):  # noqa
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_path_trains_with_bf16_autocast_and_fused_adamw(prepared, tmp_path, caplog):  # noqa: F811
     config = train_config(max_steps=4, device="cuda", activation_checkpointing=True)
-    with caplog.at_level("INFO", logger="getdiff.train"):
+    with caplog.at_level("INFO", logger="getdiff.training"):
         train(config, CELL_TYPES, prepared, tmp_path)
     assert "bf16 autocast" in caplog.text
     history = read_history(tmp_path)

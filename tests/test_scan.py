@@ -12,14 +12,8 @@ import yaml
 
 from getdiff.config import load_config
 from getdiff.errors import ConfigError, GetdiffError, InputError
-from getdiff.scan import (
-    ScanSettings,
-    log_odds,
-    read_motif_file,
-    read_motifs,
-    reverse_complement,
-    scan_motifs,
-)
+from getdiff.genomics.motif_files import read_motif_file, read_motifs
+from getdiff.genomics.scan import ScanSettings, log_odds, reverse_complement, scan_motifs
 
 CODES = np.full(256, -1, dtype=np.int64)
 for _i, _base in enumerate("ACGT"):
@@ -316,3 +310,88 @@ def test_cli_scan_reports_errors_in_one_line(scan_inputs, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no motifs found" in err[0]
     assert isinstance(InputError("x", "y"), GetdiffError)
+
+
+def test_thresholds_are_moods_own_to_the_bit():
+    """getdiff's banded dynamic programming returns MOODS.tools.threshold_from_p's double, on
+    JASPAR CORE vertebrate matrices and both strands, under skewed backgrounds, pseudocounts and
+    p-values from a motif's best word (unreachable) to past every word (MOODS's minimum - 1)."""
+    import MOODS.tools
+
+    from getdiff.genomics.scan import threshold_from_p
+
+    motifs = read_motifs("jaspar:CORE:vertebrates")
+    settings = [
+        ((0.295, 0.205, 0.205, 0.295), 0.1, 1e-4, motifs[::5]),
+        ((0.25, 0.25, 0.25, 0.25), 0.1, 1e-5, motifs[1::17]),
+        ((0.4, 0.1, 0.1, 0.4), 0.01, 1e-3, motifs[2::17]),
+        ((0.2, 0.3, 0.3, 0.2), 1.0, 0.05, motifs[3::17]),
+        ((0.3, 0.2, 0.2, 0.3), 0.1, 1e-9, motifs[4::17]),
+        ((0.3, 0.2, 0.2, 0.3), 0.1, 1.0, motifs[5::101]),
+    ]
+    rng = np.random.default_rng(7)
+    checked = 0
+    for background, pseudocount, pvalue, chosen in settings:
+        b = np.array(background)
+        matrices = [log_odds(m, b, pseudocount) for m in chosen]
+        matrices += [reverse_complement(m) for m in matrices[::4]]
+        matrices += [np.log2(random_matrix(rng, w) / b[:, None]) for w in (1, 2, 3, 25)]
+        for matrix in matrices:
+            want = MOODS.tools.threshold_from_p(matrix.tolist(), list(background), pvalue)
+            assert threshold_from_p(matrix, b, pvalue) == want, (matrix, background, pvalue)
+            checked += 1
+    assert checked > 300
+
+
+def test_bgzf_blocks_are_bgzip_readable_by_region(tmp_path):
+    """The scan's own BGZF writer: gzip and Biopython's BGZF reader read back the bytes, every
+    block is a BGZF block of at most 64 KiB (incompressible data too), tabix indexes it."""
+    import pysam
+    from Bio import bgzf
+
+    from getdiff.genomics.scan import bgzf_blocks
+
+    rng = np.random.default_rng(3)
+    assert bgzf_blocks(b"") == b""
+    lines = "".join(
+        f"chr1\t{s}\t{s + 10}\tM{s % 7}\t{s / 1000:.4f}\t+\n" for s in range(0, 3_000_000, 97)
+    ).encode()
+    for data in (lines, rng.integers(0, 256, 200_000, dtype=np.uint8).tobytes(), b"x"):
+        path = tmp_path / "blocks.gz"
+        path.write_bytes(bgzf_blocks(data) + bgzf._bgzf_eof)
+        assert gzip.decompress(path.read_bytes()) == data
+        with bgzf.BgzfReader(str(path), "rb") as reader:
+            assert reader.read(len(data) + 1) == data
+        with open(path, "rb") as handle:
+            sizes = [block[1] for block in bgzf.BgzfBlocks(handle)]
+        assert max(sizes) <= 1 << 16 and len(sizes) >= len(data) // 0xFF00 + 1
+    path = tmp_path / "lines.tsv.gz"
+    path.write_bytes(bgzf_blocks(lines) + bgzf._bgzf_eof)
+    pysam.tabix_index(str(path), preset="bed", force=True, keep_original=True)
+    with pysam.TabixFile(str(path)) as tabix:
+        found = [row.split("\t")[1] for row in tabix.fetch("chr1", 1_000_000, 1_000_300)]
+    assert found == [str(s) for s in range(0, 3_000_000, 97) if 1_000_000 - 10 < s < 1_000_300]
+
+
+def test_fast_match_wrapping_keeps_moods_hits():
+    """MOODS's hit objects wrapped by object.__setattr__ read the same positions and scores."""
+    import MOODS.scan
+
+    from getdiff.genomics.scan import _fast_match_wrapping
+
+    rng = np.random.default_rng(5)
+    matrices = [np.log2(random_matrix(rng, w) / 0.25) for w in (4, 9, 14)]
+    sequence = "".join(rng.choice(list("ACGT"), 20_000))
+    scanner = MOODS.scan.Scanner(7)
+    scanner.set_motifs([m.tolist() for m in matrices], [0.25] * 4, [2.0, 6.0, 9.0])
+
+    def hits() -> list[list[tuple[int, float]]]:
+        return [[(m.pos, m.score) for m in found] for found in scanner.scan(sequence)]
+
+    before = hits()
+    _fast_match_wrapping(MOODS.scan.match)
+    assert MOODS.scan.match.__setattr__ is object.__setattr__
+    assert hits() == before and sum(map(len, before)) > 100
+    match = scanner.scan(sequence)[0][0]
+    match.pos = 3  # the property still sets the C++ field
+    assert match.pos == 3

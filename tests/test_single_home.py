@@ -13,13 +13,13 @@ import pytest
 from getdiff import paths
 from getdiff.config import validate_config
 from getdiff.defaults import DEFAULTS, schema_defaults
-from getdiff.diffusion import GaussianDiffusion
-from getdiff.inference import SamplerSettings
-from getdiff.model import ModelConfig, make_config
-from getdiff.task import SPEC_TASK
+from getdiff.evaluation.inference import SamplerSettings
+from getdiff.modeling.diffusion import GaussianDiffusion
+from getdiff.modeling.model import ModelConfig, make_config
+from getdiff.modeling.task import SPEC_TASK
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTHON = sorted([*(ROOT / "getdiff").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
+PYTHON = sorted([*(ROOT / "getdiff").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
 RULES = sorted([ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")])
 # Files another session is editing (issue 24, items left to it): the copy they still hold.
 PENDING: dict[str, str] = {}
@@ -35,6 +35,8 @@ NAMES = sorted(
         paths.CALIBRATION_FILE,
         paths.EVALUATE_FILES["metrics"],
         paths.EVALUATE_FILES["per_feature"],
+        paths.INTERPRET_FILES["effects"],
+        paths.INTERPRET_FILES["distance"],
     }
 )
 
@@ -83,23 +85,33 @@ def test_the_mask_ratio_is_no_model_option():
 
 # (module, class or None, function or dataclass, names whose default must not be a literal)
 KNOWN_DEFAULTS = [
-    ("getdiff/diffusion.py", "GaussianDiffusion", "__init__", {"num_timesteps", "beta_start"}),
-    ("getdiff/diffusion.py", "GaussianDiffusion", "__init__", {"beta_end"}),
-    ("getdiff/diffusion.py", "GaussianDiffusion", "sample", {"method", "steps", "eta"}),
-    ("getdiff/diffusion.py", "GaussianDiffusion", "sample", {"num_samples"}),
-    ("getdiff/inference.py", None, "SamplerSettings", {"method", "steps", "eta", "num_samples"}),
-    ("getdiff/inference.py", None, "SamplerSettings", {"seed", "batch_size"}),
-    ("getdiff/model.py", None, "ModelConfig", {"num_regions", "positions"}),
-    ("getdiff/model.py", None, "make_config", {"preset"}),
-    ("getdiff/model.py", None, "build_model", {"preset"}),
-    ("getdiff/checkpoint.py", None, "build_pretrain", {"preset"}),
-    ("getdiff/lora.py", None, "lora_config", {"r", "alpha", "dropout", "adaln"}),
-    ("getdiff/lora.py", None, "apply_lora", {"r", "alpha", "dropout", "adaln"}),
-    ("getdiff/evaluate.py", None, "evaluate_group", {"split", "unseen"}),
-    ("getdiff/evaluate.py", None, "predict_split", {"unseen"}),
-    ("getdiff/calibrate.py", None, "calibrate_group", {"unseen"}),
-    ("getdiff/impute.py", None, "impute_cell_type", {"unseen"}),
-    ("getdiff/inference.py", None, "cell_type_index", {"unseen"}),
+    (
+        "getdiff/modeling/diffusion.py",
+        "GaussianDiffusion",
+        "__init__",
+        {"num_timesteps", "beta_start"},
+    ),
+    ("getdiff/modeling/diffusion.py", "GaussianDiffusion", "__init__", {"beta_end"}),
+    ("getdiff/modeling/diffusion.py", "GaussianDiffusion", "sample", {"method", "steps", "eta"}),
+    ("getdiff/modeling/diffusion.py", "GaussianDiffusion", "sample", {"num_samples"}),
+    (
+        "getdiff/evaluation/inference.py",
+        None,
+        "SamplerSettings",
+        {"method", "steps", "eta", "num_samples"},
+    ),
+    ("getdiff/evaluation/inference.py", None, "SamplerSettings", {"seed", "batch_size"}),
+    ("getdiff/modeling/model.py", None, "ModelConfig", {"num_regions", "positions"}),
+    ("getdiff/modeling/model.py", None, "make_config", {"preset"}),
+    ("getdiff/modeling/model.py", None, "build_model", {"preset"}),
+    ("getdiff/modeling/checkpoint.py", None, "build_pretrain", {"preset"}),
+    ("getdiff/modeling/lora.py", None, "lora_config", {"r", "alpha", "dropout", "adaln"}),
+    ("getdiff/modeling/lora.py", None, "apply_lora", {"r", "alpha", "dropout", "adaln"}),
+    ("getdiff/evaluation/evaluate.py", None, "evaluate_group", {"split", "unseen"}),
+    ("getdiff/evaluation/evaluate.py", None, "predict_split", {"unseen"}),
+    ("getdiff/evaluation/calibrate.py", None, "calibrate_group", {"unseen"}),
+    ("getdiff/evaluation/impute.py", None, "impute_cell_type", {"unseen"}),
+    ("getdiff/evaluation/inference.py", None, "cell_type_index", {"unseen"}),
 ]
 
 
@@ -123,7 +135,7 @@ def test_known_defaults_are_not_copied(module, owner, name, keys):
 
 
 def test_spec_task_is_not_a_literal():
-    tree = ast.parse((ROOT / "getdiff" / "task.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "getdiff" / "modeling" / "task.py").read_text(encoding="utf-8"))
     (value,) = [
         n.value
         for n in tree.body

@@ -14,7 +14,7 @@ import pytest
 
 from getdiff.cli import main
 from getdiff.errors import InputError
-from getdiff.tracks import (
+from getdiff.outputs.tracks import (
     TRACKS,
     disjoint_pieces,
     read_chrom_sizes,
@@ -126,7 +126,7 @@ def test_header_sizes_are_the_fasta_index_every_sequence_in_its_order(tmp_path):
 
 def test_without_a_fasta_index_sizes_are_the_largest_peak_end_and_logged(tmp_path, caplog):
     frame = imputation_table(n=30)
-    with caplog.at_level(logging.INFO, logger="getdiff.tracks"):
+    with caplog.at_level(logging.INFO, logger="getdiff.outputs.tracks"):
         sizes = read_chrom_sizes(tmp_path / "absent.fa", frame, "t.parquet")
     assert list(sizes) == ["chr2", "chr10"]  # natural order
     assert sizes == frame.groupby("chrom")["end"].max().to_dict()
@@ -193,7 +193,7 @@ def test_overlapping_and_unsorted_input_still_gives_a_valid_file(tmp_path):
 
 def test_a_table_without_intervals_gives_observed_and_imputed_only(tmp_path, caplog):
     frame = imputation_table(n=10, intervals=False)
-    with caplog.at_level(logging.WARNING, logger="getdiff.tracks"):
+    with caplog.at_level(logging.WARNING, logger="getdiff.outputs.tracks"):
         paths = write_tracks(frame, tmp_path / "ct", {"chr2": 10**6, "chr10": 10**6})
     assert set(paths) == {"observed", "imputed"}
     assert not (tmp_path / "ct.lower.bw").exists()

@@ -25,17 +25,12 @@ from safetensors.torch import load_file
 
 from getdiff.cli import main
 from getdiff.errors import InputError
-from getdiff.model import build_model, load_model, model_metadata
+from getdiff.modeling.model import build_model, load_model, model_metadata
 from getdiff.tensors import load_window_set
-from getdiff.train import (
-    HISTORY_COLUMNS,
-    EpochSampler,
-    load_split_windows,
-    lr_factor,
-    masked_pearson,
-    selection_key,
-    train,
-)
+from getdiff.training.model_files import HISTORY_COLUMNS
+from getdiff.training.train import lr_factor, train
+from getdiff.training.validation import masked_pearson, selection_key
+from getdiff.training.windows import EpochSampler, load_split_windows
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +119,7 @@ def test_rerunning_a_finished_run_rewrites_the_same_model_without_training(
     train(config, CELL_TYPES, prepared, tmp_path)
     first = load_file(tmp_path / "model.safetensors")
     (tmp_path / "model.safetensors").unlink()
-    with caplog.at_level(logging.INFO, logger="getdiff.train"):
+    with caplog.at_level(logging.INFO, logger="getdiff.training"):
         train(config, CELL_TYPES, prepared, tmp_path)
     assert "at step 4" in caplog.text and "step 4/4" not in caplog.text
     second = load_file(tmp_path / "model.safetensors")
@@ -133,7 +128,7 @@ def test_rerunning_a_finished_run_rewrites_the_same_model_without_training(
 
 def test_rerun_with_other_settings_starts_afresh(prepared, tmp_path, caplog):
     train(train_config(max_steps=4), CELL_TYPES, prepared, tmp_path, stop_after=3)
-    with caplog.at_level(logging.INFO, logger="getdiff.train"):
+    with caplog.at_level(logging.INFO, logger="getdiff.training"):
         train(train_config(max_steps=4, lr=1e-3), CELL_TYPES, prepared, tmp_path)
     assert "starting afresh" in caplog.text
     assert read_history(tmp_path)["step"].tolist() == [2, 4]
@@ -244,12 +239,12 @@ def test_lora_training_writes_adapters_and_merges_them_into_the_model(prepared, 
     merged = load_model(tmp_path / "lora" / "model.safetensors")
     weight = "encoder.blocks.0.mlp.fc1.weight"
     assert not torch.equal(initial.state_dict()[weight], merged.state_dict()[weight])
-    # cls_token is frozen under LoRA (see getdiff.lora)
+    # cls_token is frozen under LoRA (see getdiff.modeling.lora)
     assert torch.equal(initial.cls_token, merged.cls_token)
 
 
 def test_pretrained_get_checkpoint_is_imported_before_fine_tuning(prepared, tmp_path):
-    from getdiff.checkpoint import build_pretrain
+    from getdiff.modeling.checkpoint import build_pretrain
 
     torch.manual_seed(123)
     pretrain = build_pretrain("tiny", **TINY_MODEL, num_motif=F, num_regions=W)
@@ -287,7 +282,7 @@ def test_cli_trains_the_configured_group(prepared, tmp_path):
 def test_log_lines_report_loss_pearson_rates_and_eta_when_not_on_a_terminal(
     prepared, tmp_path, caplog
 ):
-    with caplog.at_level(logging.INFO, logger="getdiff.train"):
+    with caplog.at_level(logging.INFO, logger="getdiff.training"):
         train(train_config(max_steps=4), CELL_TYPES, prepared, tmp_path)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 2/4 ")]
     assert len(lines) == 1

@@ -1,6 +1,7 @@
 """Cell types a model never saw: served by its unknown-cell-type entry or refused, logged, and
-marked in the outputs (getdiff.inference.cell_type_index, evaluate.cell_types), and the sheet's
-impute_with column that names the group whose model imputes a cell type outside every group."""
+marked in the outputs (getdiff.evaluation.inference.cell_type_index, evaluate.cell_types), and the
+sheet's impute_with column that names the group whose model imputes a cell type outside every
+group."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from conftest import prepare_with
 
 from getdiff.cli import main
 from getdiff.config import imputed_cell_types, load_cell_types, validate_config
-from getdiff.conformal import read_calibration
 from getdiff.errors import ConfigError, InputError
-from getdiff.evaluate import evaluated_cell_types
-from getdiff.inference import cell_type_index, is_seen
-from getdiff.model import build_model, save_model
+from getdiff.evaluation.conformal import read_calibration
+from getdiff.evaluation.evaluate import evaluated_cell_types
+from getdiff.evaluation.inference import cell_type_index, is_seen
+from getdiff.modeling.model import build_model, save_model
 from getdiff.tensors import load_window_set
 
 META = {"cell_types": ["myeloid", "lymphoid"]}

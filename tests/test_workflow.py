@@ -139,7 +139,7 @@ def check_browser_outputs(results: Path, fai: Path) -> None:
 
 @pytest.mark.slow
 def test_end_to_end_run_writes_every_output_with_the_right_shapes(tmp_path):
-    from getdiff.peaks import read_peak_file
+    from getdiff.genomics.peaks import read_peak_file
 
     tiny = {**TINY_RUN, "demo": {**TINY_RUN["demo"], "fragments_for": "demo_myeloid"}}
     config = write_config(tmp_path, DEMO, fragments=("demo_myeloid",), scan=True, **tiny)

@@ -25,10 +25,11 @@ from getdiff.config import (
 )
 from getdiff.errors import ConfigError
 from getdiff.demo import CELL_TYPES as DEMO_CELL_TYPES
-from getdiff.export import HASHED_SECTIONS
+from getdiff.outputs.export import HASHED_SECTIONS
 from getdiff.paths import (
     CALIBRATION_FILE,
     EVALUATE_FILES,
+    INTERPRET_FILES,
     MANIFEST_FILE,
     REGIONS_FILE,
     SCAN_DIR,
@@ -43,7 +44,7 @@ from getdiff.slurm import Request as SlurmRequest
 from getdiff.slurm import failure_hints as slurm_failure_hints
 from getdiff.slurm import partition_limits as slurm_partition_limits
 from getdiff.slurm import request_errors as slurm_request_errors
-from getdiff.tracks import track_paths, TRACKS
+from getdiff.outputs.tracks import track_paths, TRACKS
 
 
 def warn_inherited_config():
@@ -147,7 +148,7 @@ def all_targets():
         targets += [path for ct in members for path in track_outputs(group, ct)]
         targets.append(RESULTS / "tracks" / group / "loci")
         if interpreted():
-            targets.append(RESULTS / "interpret" / group / "motif_effects.tsv")
+            targets.append(RESULTS / "interpret" / group / INTERPRET_FILES["effects"])
     return targets
 
 

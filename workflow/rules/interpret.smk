@@ -8,10 +8,10 @@ rule interpret:
             GROUPS[wildcards.group], [windows_file(config["interpret"]["split"])]
         ),
     output:
-        effects=RESULTS / "interpret" / "{group}" / "motif_effects.tsv",
-        by_distance=RESULTS / "interpret" / "{group}" / "context_by_distance.tsv",
+        effects=RESULTS / "interpret" / "{group}" / INTERPRET_FILES["effects"],
+        by_distance=RESULTS / "interpret" / "{group}" / INTERPRET_FILES["distance"],
         plots=report(
-            directory(RESULTS / "interpret" / "{group}" / "plots"),
+            directory(RESULTS / "interpret" / "{group}" / INTERPRET_FILES["plots"]),
             patterns=["{name}.png"],
             caption="../report/interpret.rst",
             category="Interpretation",

@@ -51,7 +51,7 @@ rule locus_view:
         ],
         # motif labels over the peaks where the model group is interpreted (accessibility task)
         effects=lambda wildcards: (
-            [RESULTS / "interpret" / wildcards.group / "motif_effects.tsv"]
+            [RESULTS / "interpret" / wildcards.group / INTERPRET_FILES["effects"]]
             if interpreted()
             else []
         ),

@@ -1,6 +1,6 @@
 # LoRA fine-tuning of GETRegionDiffusion, one model per group of cell types (GPU when present).
-# train.devices x train.nodes > 1: torchrun starts one process per GPU (getdiff.launch).
-from getdiff.launch import launcher, train_resources
+# train.devices x train.nodes > 1: torchrun starts one process per GPU (getdiff.training.launch).
+from getdiff.training.launch import launcher, train_resources
 
 
 rule train:

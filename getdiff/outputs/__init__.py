@@ -1,0 +1,1 @@
+"""Results in the formats biologists open: bigWig/bedGraph tracks, AnnData, the locus view."""
