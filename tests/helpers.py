@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -305,3 +306,29 @@ def train_config(use_lora: bool = True, task: str = "all", **train_settings) -> 
 
 def read_history(outdir: Path) -> pd.DataFrame:
     return pd.read_csv(outdir / "history.tsv", sep="\t")
+
+
+@dataclass
+class Case:
+    """A command line of a bad-input table, expected to fail naming ``path`` (and ``line``) with
+    ``expected`` text."""
+
+    argv: list[str]
+    path: Path | str
+    line: int | None
+    expected: str
+
+
+def files_under(directory: Path) -> list[str]:
+    """The files below ``directory`` (relative, sorted); none when it does not exist."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if not p.is_dir())
+
+
+def assert_refused_in_one_line(case: Case, stderr: str, root: Path) -> None:
+    """The last line of ``stderr`` is ``getdiff <command>: error: <path>[:<line>]: ...`` with the
+    expected text, and no temporary file is left under ``root``."""
+    errors = stderr.strip().splitlines()
+    where = f"{case.path}:{case.line}" if case.line is not None else str(case.path)
+    assert errors[-1].startswith(f"getdiff {case.argv[0]}: error: {where}: "), errors[-1:]
+    assert case.expected in errors[-1], errors[-1]
+    assert list(root.rglob("*.tmp")) == []

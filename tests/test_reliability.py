@@ -18,7 +18,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,9 @@ from helpers import (
     SITES,
     TINY_MODEL,
     TOY_FEATURES,
+    Case,
+    assert_refused_in_one_line,
+    files_under,
     pinned_env,
     snakemake,
     text,
@@ -50,16 +52,6 @@ from getdiff.prepare import output_paths
 from getdiff.tensors import load_regions
 
 # --------------------------------------------------------------------------- bad-input table
-
-
-@dataclass
-class Case:
-    """A command line expected to fail naming ``path`` (and ``line``) with ``expected`` text."""
-
-    argv: list[str]
-    path: Path
-    line: int | None
-    expected: str
 
 
 class Inputs:
@@ -1053,10 +1045,6 @@ BAD_INPUTS = [
 ]
 
 
-def files_under(directory: Path) -> list[str]:
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if not p.is_dir())
-
-
 @pytest.mark.parametrize("make_case", BAD_INPUTS, ids=[f.__name__ for f in BAD_INPUTS])
 def test_bad_input_exits_2_naming_file_line_and_expectation_and_writes_nothing(
     make_case, tmp_path, toy, capsys
@@ -1064,12 +1052,8 @@ def test_bad_input_exits_2_naming_file_line_and_expectation_and_writes_nothing(
     case = make_case(Inputs(tmp_path, toy))
     before = files_under(tmp_path / "out")
     assert main(case.argv) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    where = f"{case.path}:{case.line}" if case.line is not None else str(case.path)
-    assert errors[-1].startswith(f"getdiff {case.argv[0]}: error: {where}: "), errors
-    assert case.expected in errors[-1]
+    assert_refused_in_one_line(case, capsys.readouterr().err, tmp_path)
     assert files_under(tmp_path / "out") == before  # nothing written (nor removed)
-    assert list(tmp_path.rglob("*.tmp")) == []
 
 
 # --------------------------------------------------------------------------- accepted oddities

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from helpers import Case, assert_refused_in_one_line, files_under, write_lines
 
 import getdiff.genomics.fragments
 from getdiff.cli import main
@@ -40,12 +39,6 @@ FRAGMENTS = [
 COUNTS = [2, 2, 4]
 CONTIGS = {"chr1": 1000, "chr2": 1000}
 READS = [("chr1", 96), ("chr1", 120), ("chr1", 310), ("chr2", 50), ("chr2", 90)]  # forward 20M
-
-
-def write_lines(path: Path, lines: list[str], gz: bool = False) -> Path:
-    data = "".join(f"{line}\n" for line in lines).encode()
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
 
 
 def edited(lines: list[str], index: int, line: str) -> list[str]:
@@ -90,16 +83,6 @@ def make_fifo(path: Path) -> Path:
 
     threading.Thread(target=come_and_go, daemon=True).start()
     return path
-
-
-@dataclass
-class Case:
-    """A command line expected to fail naming ``path`` (and ``line``) with ``expected`` text."""
-
-    argv: list[str]
-    path: Path | str
-    line: int | None
-    expected: str
 
 
 class Inputs:
@@ -445,22 +428,14 @@ BAD_COUNT_INPUTS: list[Callable[[Inputs], Case]] = [
 ]
 
 
-def files_under(directory: Path) -> list[str]:
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if not p.is_dir())
-
-
 @pytest.mark.parametrize("make_case", BAD_COUNT_INPUTS, ids=[f.__name__ for f in BAD_COUNT_INPUTS])
 def test_bad_count_input_exits_2_naming_file_line_and_expectation_and_writes_nothing(
     make_case, tmp_path, monkeypatch, capsys
 ):
     case = make_case(Inputs(tmp_path, monkeypatch))
     assert main(case.argv) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    where = f"{case.path}:{case.line}" if case.line is not None else str(case.path)
-    assert errors[-1].startswith(f"getdiff {case.argv[0]}: error: {where}: "), errors[-1:]
-    assert case.expected in errors[-1], errors[-1]
+    assert_refused_in_one_line(case, capsys.readouterr().err, tmp_path)
     assert files_under(tmp_path / "out") == []
-    assert list(tmp_path.rglob("*.tmp")) == []
 
 
 # --- accepted oddities, with the counts they give ----------------------------------------------

@@ -18,13 +18,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pysam
 import pytest
 import yaml
+from helpers import Case, assert_refused_in_one_line, files_under, write_lines
 
 import getdiff.genomics.indexes
 import getdiff.genomics.scan
@@ -57,11 +57,6 @@ def fasta_text(genome: dict[str, str], width: int = 60) -> str:
         f">{name}\n" + "".join(f"{seq[i : i + width]}\n" for i in range(0, len(seq), width))
         for name, seq in genome.items()
     )
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(f"{line}\n" for line in lines))
-    return path
 
 
 class Inputs:
@@ -120,14 +115,6 @@ def make_fifo(path: Path) -> None:
             time.sleep(0.05)
 
     threading.Thread(target=come_and_go, daemon=True).start()
-
-
-@dataclass
-class Case:
-    argv: list[str]
-    path: Path | str
-    line: int | None
-    expected: str
 
 
 # --- the index against its FASTA ---------------------------------------------------------------
@@ -329,22 +316,14 @@ BAD_SCAN_INPUTS: list[Callable[[Inputs], Case]] = [
 ]
 
 
-def files_under(directory: Path) -> list[str]:
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if not p.is_dir())
-
-
 @pytest.mark.parametrize("make_case", BAD_SCAN_INPUTS, ids=[f.__name__ for f in BAD_SCAN_INPUTS])
 def test_bad_scan_input_exits_2_naming_file_line_and_expectation_and_writes_nothing(
     make_case, tmp_path, monkeypatch, capsys
 ):
     case = make_case(Inputs(tmp_path, monkeypatch))
     assert main(case.argv) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    where = f"{case.path}:{case.line}" if case.line is not None else str(case.path)
-    assert errors[-1].startswith(f"getdiff scan: error: {where}: "), errors[-1:]
-    assert case.expected in errors[-1], errors[-1]
-    assert not (tmp_path / "out").exists() or files_under(tmp_path / "out") == []
-    assert list(tmp_path.rglob("*.tmp")) == []
+    assert_refused_in_one_line(case, capsys.readouterr().err, tmp_path)
+    assert files_under(tmp_path / "out") == []
 
 
 # --- handled without an error ------------------------------------------------------------------
