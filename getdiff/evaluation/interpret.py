@@ -69,11 +69,7 @@ from getdiff.evaluation.knockout import (
 from getdiff.evaluation.perturb import perturb_regions
 from getdiff.io import make_directory, output_set
 from getdiff.paths import INTERPRET_DIRECTORIES, INTERPRET_FILES, in_folder
-from getdiff.tensors import (
-    ACCESSIBILITY,
-    load_window_set,
-    windows_path,
-)
+from getdiff.tensors import ACCESSIBILITY, load_window_set, windows_path
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,7 @@ from getdiff.evaluation.inference import cell_type_index, check_compatible
 from getdiff.modeling.diffusion import GaussianDiffusion, complementary_masks
 from getdiff.modeling.model import load_model, model_metadata
 from getdiff.modeling.task import recorded_settings, target
-from getdiff.tensors import (
-    ACCESSIBILITY,
-    WindowSet,
-    region_midpoints,
-)
+from getdiff.tensors import ACCESSIBILITY, WindowSet, region_midpoints
 
 log = logging.getLogger(__name__)
 

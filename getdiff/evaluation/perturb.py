@@ -25,11 +25,7 @@ from getdiff.evaluation.knockout import (
 from getdiff.genomics.intervals import overlap_rows
 from getdiff.genomics.peaks import read_bed_regions
 from getdiff.io import atomic_path
-from getdiff.tensors import (
-    ACCESSIBILITY,
-    WindowSet,
-    load_window_set,
-)
+from getdiff.tensors import ACCESSIBILITY, WindowSet, load_window_set
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,7 @@ from getdiff.errors import InputError
 from getdiff.io import atomic_dir, atomic_path, output_set
 from getdiff.modeling.lora import merge_lora, save_adapters
 from getdiff.modeling.model import save_model
-from getdiff.paths import (
-    TRAIN_DIRECTORIES,
-    TRAIN_FILES,
-    in_folder,
-)
+from getdiff.paths import TRAIN_DIRECTORIES, TRAIN_FILES, in_folder
 from getdiff.training.run import Run
 from getdiff.training.state import TrainState
 

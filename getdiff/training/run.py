@@ -13,15 +13,9 @@ import torch
 
 from getdiff.devices import resolve_device
 from getdiff.errors import ConfigError, InputError
-from getdiff.modeling.diffusion import (
-    GaussianDiffusion,
-    Target,
-)
+from getdiff.modeling.diffusion import GaussianDiffusion, Target
 from getdiff.modeling.task import target as task_target
-from getdiff.paths import (
-    CHECKPOINTS_DIR,
-    LAST_CHECKPOINT,
-)
+from getdiff.paths import CHECKPOINTS_DIR, LAST_CHECKPOINT
 from getdiff.tensors import windows_path
 from getdiff.training.distributed import Ranks
 from getdiff.training.settings import TrainSettings, config_fingerprint

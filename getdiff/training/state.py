@@ -16,9 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from getdiff.errors import InputError
 from getdiff.io import atomic_path
-from getdiff.paths import (
-    CHECKPOINTS_DIR,
-)
+from getdiff.paths import CHECKPOINTS_DIR
 from getdiff.training.distributed import Ranks
 from getdiff.training.run import Run
 

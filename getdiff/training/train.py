@@ -78,17 +78,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from getdiff.config import (
-    add_config_arguments,
-    config_from_args,
-    group_members,
-)
+from getdiff.config import add_config_arguments, config_from_args, group_members
 from getdiff.errors import ConfigError
 from getdiff.io import exclusive
-from getdiff.modeling.diffusion import (
-    random_masks,
-    random_timesteps,
-)
+from getdiff.modeling.diffusion import random_masks, random_timesteps
 from getdiff.modeling.lora import apply_lora, unwrap
 from getdiff.modeling.model import build_model, train_step_flops
 from getdiff.tensors import ACCESSIBILITY

@@ -7,11 +7,7 @@ import math
 
 import torch
 
-from getdiff.modeling.diffusion import (
-    GaussianDiffusion,
-    Target,
-    hidden_values,
-)
+from getdiff.modeling.diffusion import GaussianDiffusion, Target, hidden_values
 from getdiff.training.windows import ValidationSet
 
 

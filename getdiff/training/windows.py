@@ -10,10 +10,7 @@ import numpy as np
 import torch
 
 from getdiff.errors import InputError
-from getdiff.modeling.diffusion import (
-    random_masks,
-    random_timesteps,
-)
+from getdiff.modeling.diffusion import random_masks, random_timesteps
 from getdiff.tensors import load_window_set, region_midpoints, windows_path
 
 
