@@ -124,6 +124,7 @@ def test_calibration_reads_the_validation_chromosomes_never_the_test_ones(tmp_pa
     """Whatever evaluate.split is, calibrate predicts the validation windows (and fits the ridge
     on the training ones); the test windows are never opened."""
     import argparse
+    from types import SimpleNamespace
 
     import getdiff.evaluation.calibrate as calibrate
     from getdiff.evaluation.metrics import ScoredRegions
@@ -136,17 +137,16 @@ def test_calibration_reads_the_validation_chromosomes_never_the_test_ones(tmp_pa
     rng = np.random.default_rng(0)
     observed, predicted, scale = noisy_windows(rng, 2)
 
-    def fake_predict(model_path, model, meta, windows, training, *args, **kwargs):
-        seen.update(windows=windows, training=training, split=args[4])
+    def fake_predict(loaded, windows, training, settings, split):
+        seen.update(windows=windows, training=training, split=split)
         regions = ScoredRegions(
             ["accessibility"], observed, {"model": predicted}, np.zeros(len(observed)), scale
         )
         return {"liver": regions}
 
     monkeypatch.setattr(calibrate, "predict_split", fake_predict)
-    monkeypatch.setattr(calibrate, "load_model", lambda *a, **k: None)
-    monkeypatch.setattr(calibrate, "model_metadata", lambda path: {})
-    monkeypatch.setattr(calibrate, "recorded_settings", lambda *a: {"predict": "accessibility"})
+    loaded = SimpleNamespace(path=tmp_path / "model.safetensors", task={"predict": "accessibility"})
+    monkeypatch.setattr(calibrate.LoadedModel, "load", lambda *a: loaded)
     output = tmp_path / "calibration.parquet"
     args = argparse.Namespace(
         config=str(config),

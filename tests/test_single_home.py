@@ -107,9 +107,7 @@ KNOWN_DEFAULTS = [
     ("getdiff/modeling/checkpoint.py", None, "build_pretrain", {"preset"}),
     ("getdiff/modeling/lora.py", None, "lora_config", {"r", "alpha", "dropout", "adaln"}),
     ("getdiff/modeling/lora.py", None, "apply_lora", {"r", "alpha", "dropout", "adaln"}),
-    ("getdiff/evaluation/evaluate.py", None, "evaluate_group", {"split", "unseen"}),
-    ("getdiff/evaluation/evaluate.py", None, "predict_split", {"unseen"}),
-    ("getdiff/evaluation/calibrate.py", None, "calibrate_group", {"unseen"}),
+    ("getdiff/evaluation/evaluate.py", None, "evaluate_group", {"split"}),
     ("getdiff/evaluation/impute.py", None, "impute_cell_type", {"unseen"}),
     ("getdiff/evaluation/inference.py", None, "cell_type_index", {"unseen"}),
 ]

@@ -32,7 +32,6 @@ from getdiff.config import (
     group_members,
     imputed_cell_types,
 )
-from getdiff.defaults import DEFAULTS
 from getdiff.devices import resolve_device
 from getdiff.errors import GetdiffError
 from getdiff.evaluation.conformal import (
@@ -42,45 +41,24 @@ from getdiff.evaluation.conformal import (
     write_calibration,
 )
 from getdiff.evaluation.evaluate import evaluated_cell_types, predict_split
-from getdiff.evaluation.inference import SamplerSettings
+from getdiff.evaluation.inference import LoadedModel, SamplerSettings
 from getdiff.io import make_directory
-from getdiff.modeling.diffusion import GaussianDiffusion
-from getdiff.modeling.model import load_model, model_metadata
-from getdiff.modeling.task import recorded_settings
 from getdiff.tensors import ACCESSIBILITY, windows_path
 
 log = logging.getLogger(__name__)
 
 
 def calibrate_group(
-    model_path: str | Path,
+    loaded: LoadedModel,
     window_paths: dict[str, Path],
     train_paths: dict[str, Path],
     output: str | Path,
     settings: SamplerSettings,
-    diffusion: GaussianDiffusion,
-    device,
-    task: dict[str, str],
     levels: list[float],
     bins: int,
-    unseen: str = DEFAULTS["model"]["unseen_cell_types"],
 ) -> dict[str, dict[str, Calibration]]:
     """Fit every predictor's intervals on each cell type's validation windows; write ``output``."""
-    model = load_model(model_path, device=device)
-    meta = model_metadata(model_path)
-    scored = predict_split(
-        model_path,
-        model,
-        meta,
-        window_paths,
-        train_paths,
-        settings,
-        diffusion,
-        device,
-        task,
-        CALIBRATION_SPLIT,
-        unseen,
-    )
+    scored = predict_split(loaded, window_paths, train_paths, settings, CALIBRATION_SPLIT)
     levels = sorted({*levels, *RELIABILITY_LEVELS})
     fits = {
         cell_type: {
@@ -106,10 +84,10 @@ def calibrate_group(
             fit.half_width[i, j],
         )
     info = {
-        "model": str(model_path),
+        "model": str(loaded.path),
         "split": CALIBRATION_SPLIT,
         "sampler": settings.__dict__,
-        "task": task,
+        "task": loaded.task,
         "bins": bins,
         "levels": levels,
     }
@@ -130,18 +108,15 @@ def run(args: argparse.Namespace) -> None:
     # The cell types evaluate scores and those impute serves (the sheet's impute_with too).
     scored = evaluated_cell_types(config, members, cell_types)
     group = list(dict.fromkeys([*scored, *imputed_cell_types(config, sheet)[args.group]]))
+    device = resolve_device(config["evaluate"]["device"], "evaluate.device")
     calibrate_group(
-        args.model,
+        LoadedModel.load(args.model, config, device),
         {ct: windows_path(prepared, ct, CALIBRATION_SPLIT) for ct in group},
         {ct: windows_path(prepared, ct, "train") for ct in group},
         args.output,
         SamplerSettings.from_config(config["evaluate"]),
-        GaussianDiffusion.from_config(config["diffusion"]),
-        resolve_device(config["evaluate"]["device"], "evaluate.device"),
-        recorded_settings(model_metadata(args.model), config, args.model),
         levels=[level],
         bins=config["calibrate"]["bins"],
-        unseen=config["model"]["unseen_cell_types"],
     )
     log.info("wrote %s", args.output)
 

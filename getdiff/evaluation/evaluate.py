@@ -46,6 +46,7 @@ from getdiff.evaluation.conformal import (
     read_calibration,
 )
 from getdiff.evaluation.inference import (
+    LoadedModel,
     SamplerSettings,
     cell_type_index,
     check_compatible,
@@ -61,9 +62,8 @@ from getdiff.evaluation.metrics import (
     score,
 )
 from getdiff.io import exclusive, make_directory, output_set
-from getdiff.modeling.diffusion import GaussianDiffusion, complementary_masks
-from getdiff.modeling.model import load_model, model_metadata
-from getdiff.modeling.task import predicted_features, recorded_settings
+from getdiff.modeling.diffusion import complementary_masks
+from getdiff.modeling.task import predicted_features
 from getdiff.paths import EVALUATE_DIRECTORIES, EVALUATE_FILES, in_folder
 from getdiff.tensors import ACCESSIBILITY, WindowSet, load_window_set, windows_path
 
@@ -205,25 +205,20 @@ def _log_cell_type(cell_type: str, n: int, summary: dict) -> None:
 
 
 def predict_split(
-    model_path: str | Path,
-    model: torch.nn.Module,
-    meta: dict,
+    loaded: LoadedModel,
     window_paths: dict[str, Path],
     train_paths: dict[str, Path],
     settings: SamplerSettings,
-    diffusion: GaussianDiffusion,
-    device,
-    task: dict[str, str],
     split: str,
-    unseen: str = DEFAULTS["model"]["unseen_cell_types"],
 ) -> dict[str, ScoredRegions]:
     """Every predictor's values for the scored regions of each cell type's ``split`` windows.
 
     ``train_paths`` are the cell types' training windows, on which the ridge baseline is fitted
     (for a cell type the model never saw too: the ridge then saw data the model did not).
-    Cell types without windows in the split are skipped (with a warning); ``unseen`` is
-    model.unseen_cell_types (see getdiff.evaluation.inference.cell_type_index).
+    Cell types without windows in the split are skipped (with a warning); one the model never
+    saw is served as ``loaded.unseen`` says (see getdiff.evaluation.inference.cell_type_index).
     """
+    model, meta, task, model_path = loaded.model, loaded.meta, loaded.task, loaded.path
     if "train_feature_mean" not in meta:
         raise InputError(model_path, "no 'train_feature_mean' metadata: not written by train")
     train_mean = np.asarray(meta["train_feature_mean"], dtype=np.float32)
@@ -245,13 +240,13 @@ def predict_split(
         ridge = Ridge(targets, own_motifs=own_motifs).fit(training, first_mask)
         mean, _, _ = impute_windows(
             model,
-            diffusion,
+            loaded.diffusion,
             windows,
             settings,
-            device,
+            loaded.device,
             masks=masks,
             task=task,
-            cell_type=cell_type_index(model, meta, windows, path, unseen),
+            cell_type=cell_type_index(model, meta, windows, path, loaded.unseen),
         )
         scored[cell_type] = score_regions(windows, mean, first_mask, train_mean, ridge, features)
     if not scored:
@@ -262,26 +257,21 @@ def predict_split(
 
 
 def evaluate_group(
-    model_path: str | Path,
+    loaded: LoadedModel,
     window_paths: dict[str, Path],
     train_paths: dict[str, Path],
     outdir: str | Path,
     settings: SamplerSettings,
-    diffusion: GaussianDiffusion,
-    device,
-    task: dict[str, str],
     calibration: str | Path,
     history: str | Path | None = None,
     split: str = DEFAULTS["evaluate"]["split"],
-    unseen: str = DEFAULTS["model"]["unseen_cell_types"],
 ) -> dict:
-    """Score ``model_path`` on each cell type's windows; write metrics and plots to outdir.
+    """Score the model on each cell type's windows; write metrics and plots to outdir.
 
     ``calibration`` is the group's calibration.parquet (getdiff calibrate): the intervals whose
     coverage is scored are built from it, as impute builds them.
     """
-    model = load_model(model_path, device=device)
-    meta = model_metadata(model_path)
+    model_path, meta, task = loaded.path, loaded.meta, loaded.task
     calibrations = read_calibration(calibration)
     differences = calibrations.sampler_differences(settings.__dict__)
     if differences:
@@ -291,19 +281,7 @@ def evaluate_group(
             + "; ".join(differences)
             + "): its intervals belong to another point prediction; rerun getdiff calibrate",
         )
-    scored = predict_split(
-        model_path,
-        model,
-        meta,
-        window_paths,
-        train_paths,
-        settings,
-        diffusion,
-        device,
-        task,
-        split,
-        unseen,
-    )
+    scored = predict_split(loaded, window_paths, train_paths, settings, split)
     per_cell_type = {}
     for cell_type, regions in scored.items():
         per_cell_type[cell_type] = summarise(regions)
@@ -389,20 +367,16 @@ def run(args: argparse.Namespace) -> None:
     prepared = Path(args.prepared_dir)
     paths = {ct: windows_path(prepared, ct, split) for ct in evaluated}
     train_paths = {ct: windows_path(prepared, ct, "train") for ct in evaluated}
-    task = recorded_settings(model_metadata(args.model), config, args.model)
+    device = resolve_device(section["device"], "evaluate.device")
     result = evaluate_group(
-        args.model,
+        LoadedModel.load(args.model, config, device),
         paths,
         train_paths,
         args.outdir,
         SamplerSettings.from_config(section),
-        GaussianDiffusion.from_config(config["diffusion"]),
-        resolve_device(section["device"], "evaluate.device"),
-        task,
         args.calibration,
         history=args.history,
         split=split,
-        unseen=config["model"]["unseen_cell_types"],
     )
     acc = result["pooled_across_cell_types"][ACCESSIBILITY]
     log.info(

@@ -17,7 +17,8 @@ import torch
 from getdiff.defaults import DEFAULTS
 from getdiff.errors import InputError
 from getdiff.modeling.diffusion import GaussianDiffusion, complementary_masks
-from getdiff.modeling.task import SPEC_TASK, target
+from getdiff.modeling.model import load_model, model_metadata
+from getdiff.modeling.task import SPEC_TASK, recorded_settings, target
 from getdiff.tensors import WindowSet, region_midpoints
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,30 @@ class SamplerSettings:
             seed=section["seed"],
             batch_size=section["batch_size"],
         )
+
+
+@dataclass
+class LoadedModel:
+    """A trained model and what every command that runs it reads beside it: its metadata, the
+    task and diffusion schedule it was trained with (checked against the config at load), the
+    device, and how it serves a cell type it never saw (``model.unseen_cell_types``)."""
+
+    path: Path
+    model: torch.nn.Module
+    meta: dict
+    diffusion: GaussianDiffusion
+    task: dict[str, str]
+    device: torch.device
+    unseen: str
+
+    @classmethod
+    def load(cls, path: str | Path, config: dict, device: torch.device) -> LoadedModel:
+        meta = model_metadata(path)
+        task = recorded_settings(meta, config, path)
+        model = load_model(path, device=device).eval()
+        diffusion = GaussianDiffusion.from_config(config["diffusion"])
+        unseen = config["model"]["unseen_cell_types"]
+        return cls(Path(path), model, meta, diffusion, task, device, unseen)
 
 
 def check_compatible(

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from getdiff.errors import ConfigError, InputError
-from getdiff.evaluation.inference import cell_type_index, check_compatible
+from getdiff.evaluation.inference import LoadedModel, cell_type_index, check_compatible
 from getdiff.modeling.diffusion import GaussianDiffusion, complementary_masks
-from getdiff.modeling.model import load_model, model_metadata
-from getdiff.modeling.task import recorded_settings, target
+from getdiff.modeling.task import target
 from getdiff.tensors import ACCESSIBILITY, WindowSet, region_midpoints
 
 log = logging.getLogger(__name__)
@@ -148,26 +147,14 @@ def check_task(task: dict[str, str], model_path: str | Path) -> None:
 
 
 @dataclass
-class GroupModel:
-    """A trained model group ready for knock-outs."""
-
-    path: Path
-    model: torch.nn.Module
-    meta: dict
-    diffusion: GaussianDiffusion
-    task: dict[str, str]
-    device: torch.device
-    unseen: str
+class GroupModel(LoadedModel):
+    """A trained model group ready for knock-outs (the accessibility task only)."""
 
     @classmethod
     def load(cls, path: str | Path, config: dict, device: torch.device) -> GroupModel:
-        meta = model_metadata(path)
-        task = recorded_settings(meta, config, path)
-        check_task(task, path)
-        model = load_model(path, device=device).eval()
-        diffusion = GaussianDiffusion.from_config(config["diffusion"])
-        unseen = config["model"]["unseen_cell_types"]
-        return cls(Path(path), model, meta, diffusion, task, device, unseen)
+        loaded = super().load(path, config, device)
+        check_task(loaded.task, path)
+        return loaded
 
     def predictor(self, windows: WindowSet, path: Path, settings: InterpretSettings) -> Predictor:
         check_compatible(self.model, self.meta, windows, path)
