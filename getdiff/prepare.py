@@ -208,7 +208,7 @@ def _kept_peaks(settings: PrepareSettings) -> tuple[pd.DataFrame, dict[str, int]
     return table, dropped
 
 
-def region_features(
+def features_of_peaks(
     settings: PrepareSettings,
 ) -> tuple[pd.DataFrame, FeatureMatrix, dict[str, Any]]:
     """Kept peaks (coordinates + region_id), their (n, F) features and the shared metadata."""
@@ -328,7 +328,7 @@ def prepare_cell_type(
     split_chroms = _split_chromosomes(
         section["chromosomes"], section["validation_chromosomes"], section["test_chromosomes"]
     )
-    regions, features, meta = region_features(settings)
+    regions, features, meta = features_of_peaks(settings)
     paths = output_paths(outdir)
     meta["prepare_id"] = uuid.uuid4().hex
     # Every file goes to a temporary name first; all are renamed together once all are written,
