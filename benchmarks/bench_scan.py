@@ -38,8 +38,11 @@ HG38_BASES = 3.1e9
 CHROMOSOMES = 4
 
 
-def make_inputs(n_peaks: int, seed: int = 0, outdir: Path = OUT) -> dict[str, Path]:
-    """Genome FASTA, peaks BED and sheet (written once per size)."""
+def make_inputs(
+    n_peaks: int, seed: int = 0, outdir: Path = OUT, line: int = 1 << 20
+) -> dict[str, Path]:
+    """Genome FASTA (``line`` bases per line: the .fai handles any width), peaks BED and sheet
+    (written once per size)."""
     outdir.mkdir(parents=True, exist_ok=True)
     fasta = outdir / f"genome_{n_peaks}_s{seed}.fa"
     peaks = outdir / f"peaks_{n_peaks}_s{seed}.bed"
@@ -48,7 +51,7 @@ def make_inputs(n_peaks: int, seed: int = 0, outdir: Path = OUT) -> dict[str, Pa
     if fasta.exists() and peaks.exists():
         return {"fasta": fasta, "peaks": peaks, "sheet": sheet}
     rng = np.random.default_rng(seed)
-    per_chrom = n_peaks // CHROMOSOMES
+    per_chrom = max(n_peaks // CHROMOSOMES, 1)
     alphabet = np.frombuffer(b"ACGT", dtype=np.uint8)
     with open(peaks, "w") as bed, open(fasta, "wb") as out:
         for k in range(CHROMOSOMES):
@@ -60,8 +63,8 @@ def make_inputs(n_peaks: int, seed: int = 0, outdir: Path = OUT) -> dict[str, Pa
             bed.writelines(f"chr{k + 1}\t{s}\t{e}\n" for s, e in zip(starts, ends, strict=True))
             bases = alphabet[rng.choice(4, length, p=[0.295, 0.205, 0.205, 0.295])]
             out.write(f">chr{k + 1}\n".encode())
-            for i in range(0, length, 1 << 20):  # one line per Mb: the .fai handles any width
-                out.write(bases[i : i + (1 << 20)].tobytes() + b"\n")
+            for i in range(0, length, line):
+                out.write(bases[i : i + line].tobytes() + b"\n")
     return {"fasta": fasta, "peaks": peaks, "sheet": sheet}
 
 

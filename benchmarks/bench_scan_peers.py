@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from bench_scan import make_inputs
 
 from getdiff.paths import SCAN_FILES
 
@@ -89,31 +90,8 @@ with open(out, "w") as handle:
 
 
 def make_genome(n_peaks: int, outdir: Path, seed: int = 0) -> dict[str, Path]:
-    """Genome FASTA, peaks BED and cell-type sheet (written once per size)."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    fasta = outdir / f"genome_{n_peaks}_s{seed}.fa"
-    peaks = outdir / f"peaks_{n_peaks}_s{seed}.bed"
-    sheet = outdir / f"cell_types_{n_peaks}_s{seed}.tsv"
-    sheet.write_text(f"cell_type\tpeaks\nbench\t{peaks}\n")
-    if fasta.exists() and peaks.exists():
-        return {"fasta": fasta, "peaks": peaks, "sheet": sheet}
-    rng = np.random.default_rng(seed)
-    per_chrom = max(n_peaks // CHROMOSOMES, 1)
-    alphabet = np.frombuffer(b"ACGT", dtype=np.uint8)
-    with open(peaks, "w") as bed, open(fasta, "wb") as out:
-        for k in range(CHROMOSOMES):
-            widths = np.clip(np.round(150 + rng.gamma(2.0, 175.0, per_chrom)), 150, 3000)
-            widths = widths.astype(np.int64)
-            gaps = rng.exponential(500, per_chrom).astype(np.int64) + 1
-            starts = np.cumsum(widths + gaps) - widths
-            ends = starts + widths
-            length = int(ends[-1]) + 1000
-            bed.writelines(f"chr{k + 1}\t{s}\t{e}\n" for s, e in zip(starts, ends, strict=True))
-            bases = alphabet[rng.choice(4, length, p=[0.295, 0.205, 0.205, 0.295])]
-            out.write(f">chr{k + 1}\n".encode())
-            for i in range(0, length, FASTA_LINE):
-                out.write(bases[i : i + FASTA_LINE].tobytes() + b"\n")
-    return {"fasta": fasta, "peaks": peaks, "sheet": sheet}
+    """bench_scan's genome FASTA, peaks BED and sheet, in FASTA_LINE-base lines."""
+    return make_inputs(n_peaks, seed, outdir, line=FASTA_LINE)
 
 
 def jaspar_subset(n_motifs: int) -> tuple[str, list[tuple[str, str, np.ndarray]]]:
