@@ -370,18 +370,27 @@ def simulate(
 def recovery(effects: str | Path, planted: str | Path, min_regions: int = 100) -> pd.DataFrame:
     """How well ``getdiff interpret``'s motif_effects.tsv recovers the demo's planted effects,
     per cell type: the Spearman of cis effects against the planted cis weights over the motifs
-    in at least ``min_regions`` regions, and the ranks (1 = largest) of the planted
-    neighbour-acting motifs by absolute context effect among all measured motifs."""
+    in at least ``min_regions`` regions, the same for ``differential_cis`` against the planted
+    weights minus their mean over the cell types (NaN with one cell type), and the ranks
+    (1 = largest) of the planted neighbour-acting motifs by absolute context effect among all
+    measured motifs."""
     from scipy.stats import spearmanr
 
     table = pd.read_csv(effects, sep="\t")
     truth = pd.read_csv(planted, sep="\t", keep_default_na=False)
+    planted_cis = truth[truth["kind"] == "cis"]
+    specific = planted_cis["weight"] - planted_cis.groupby("motif")["weight"].transform("mean")
+    specific = planted_cis.assign(weight=specific).set_index(["cell_type", "motif"])["weight"]
     rows = []
     for cell_type, found in table.groupby("cell_type", sort=False):
         weights = truth[truth["cell_type"] == cell_type]
         cis = weights[weights["kind"] == "cis"].set_index("motif")["weight"]
         measured = found[(found["n_regions"] >= min_regions) & found["motif"].isin(cis.index)]
         rho = spearmanr(measured["cis_effect"], cis[measured["motif"]]).statistic
+        differential = float("nan")
+        if "differential_cis" in measured and table["cell_type"].nunique() > 1:
+            own = specific.loc[cell_type][measured["motif"]]
+            differential = spearmanr(measured["differential_cis"], own).statistic
         acting = set(weights.loc[weights["kind"] == "neighbour", "motif"])
         context = found.dropna(subset=["context_effect"])
         order = context.assign(size=context["context_effect"].abs()).sort_values(
@@ -392,6 +401,7 @@ def recovery(effects: str | Path, planted: str | Path, min_regions: int = 100) -
             {
                 "cell_type": cell_type,
                 "cis_spearman": round(float(rho), 3),
+                "differential_spearman": round(float(differential), 3),
                 "motifs": len(measured),
                 "neighbour_ranks": ranks,
             }

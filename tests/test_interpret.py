@@ -105,6 +105,47 @@ def test_the_fit_recovers_known_cis_and_neighbour_effects():
     assert per_instance.min() < table.loc["C", "context_per_instance"] < per_instance.max()
 
 
+class ExplainingPredictor(LinearPredictor):
+    """A 'model' with no neighbour effect that reads a shared domain level off the visible
+    rows: own motifs x CIS plus LEVEL x the mean over the visible rows within 100 kb of their
+    accessibility minus their own motifs' part. Knocking A out of visible neighbours while they
+    keep their observed accessibility raises that level estimate: a context effect of -LEVEL x
+    CIS[A] that is the model's explanation, not an effect of A on its neighbours."""
+
+    LEVEL = 0.8
+
+    def predict(self, window, variants, passes):
+        mid = self.midpoints[self.windows.rows([window])[0]]
+        near = np.abs(mid[:, None] - mid[None, :]) < 100_000
+        np.fill_diagonal(near, False)
+        first, second = (np.asarray(m) for m in self.masks)
+        hidden = np.where(np.asarray(passes)[:, None] == 0, first, second)
+        motifs = variants[..., : len(MOTIFS)].astype(np.float64)
+        own = motifs @ CIS
+        residual = (variants[..., self.column] - own) * ~hidden  # (V, R), visible rows only
+        count = (near[None] & ~hidden[:, None, :]).sum(axis=2)
+        level = np.einsum("ij,vj->vi", near, residual) / np.maximum(count, 1)
+        return (own + self.LEVEL * level).astype(np.float32)
+
+
+def test_propagated_knock_outs_do_not_read_the_models_explanation_as_a_context_effect():
+    windows = window_set()
+    mids = (windows.regions["start"] + windows.regions["end"]).to_numpy() / 2
+    domain = 0.2 * np.sin(mids / 2e5)
+    windows.features[:, -1] = 0.3 + windows.features[:, :4] @ CIS + domain
+    predictor = ExplainingPredictor(windows)
+    naive = interpret_cell_type(predictor, MOTIFS, settings(propagate=False), 1.0)[0]
+    kept = interpret_cell_type(predictor, MOTIFS, settings(), 1.0)[0]
+    naive, kept = naive.set_index("motif"), kept.set_index("motif")
+    # without propagation: A (cis +0.3) seems to close its neighbours, B (cis -0.2) to open them
+    assert naive.loc["A", "context_effect"] < -0.03 and naive.loc["B", "context_effect"] > 0.01
+    for motif in ("A", "B", "D"):
+        assert abs(kept.loc[motif, "context_effect"]) < 0.25 * abs(
+            naive.loc[motif, "context_effect"]
+        )
+    np.testing.assert_allclose(kept["cis_effect"], CIS, atol=0.02)
+
+
 def test_recovery_scores_a_table_against_the_planted_effects(tmp_path):
     from getdiff.simulation import recovery
 
@@ -132,6 +173,15 @@ def test_recovery_scores_a_table_against_the_planted_effects(tmp_path):
     row = recovery(tmp_path / "effects.tsv", tmp_path / "planted.tsv").iloc[0]
     assert row["cis_spearman"] == 1.0 and row["motifs"] == 3  # D is not a cis motif
     assert row["neighbour_ranks"] == [1]
+    assert np.isnan(row["differential_spearman"])  # one cell type: nothing to differ from
+    # two cell types: differential_cis against each planted weight minus the motif's mean
+    other = planted.assign(cell_type="ct2", weight=[0.1, -0.1, 0.4, 0.25, 0.0])
+    pd.concat([planted, other]).to_csv(tmp_path / "planted.tsv", sep="\t", index=False)
+    both = pd.concat([effects, effects.assign(cell_type="ct2")])
+    both["differential_cis"] = [0.01, 0.0, -0.01, 0.0, 0.0, -0.01, 0.0, 0.01, 0.0, 0.0]
+    both.to_csv(tmp_path / "effects.tsv", sep="\t", index=False)
+    rows = recovery(tmp_path / "effects.tsv", tmp_path / "planted.tsv")
+    assert rows["differential_spearman"].tolist() == [1.0, 1.0]
 
 
 def test_effects_are_in_log10_cpm_units_and_the_bootstrap_is_seeded():

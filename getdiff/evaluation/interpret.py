@@ -8,8 +8,14 @@ evaluate's two complementary masks that hides it, from the one-step sampler's x0
 Every variant of a window starts from the same noise, so a difference is the knock-out's alone.
 
 Designs (``interpret.designs``): in each, every region carrying the motif (feature > 0) loses it
-(feature set to 0) with probability 1/2, independently; each design is read out under one of the
-two masks in turn. Per motif and cell type, a least-squares fit over the regions x designs of
+(feature set to 0) with probability 1/2, independently, and every region is read out under the
+mask that hides it. With ``interpret.propagate`` (default) the knock-out also reaches the
+accessibility the model reads from the visible regions: a region that lost the motif has its
+input accessibility lowered by the motif's cis effect from a first read without propagation, and
+the designs are read again. Otherwise the model explains the observed accessibility of a region
+that lost the motif anew (a stronger domain around it, for a motif that opens its own region),
+which reads as a context effect of the opposite sign to the cis effect. Per motif and cell
+type, a least-squares fit over the regions x designs of
 
     drop of region i = a + cis x [i lost the motif] + sum_b per_instance_b x (instances lost
                        at a distance in band b of i) + far x (instances lost beyond the bands)
@@ -94,15 +100,31 @@ class Design:
     instances: np.ndarray  # (n_regions, M, B) the motif's instances in each band of the region
 
 
+def _lost_sets(
+    predictor: Predictor, motifs: np.ndarray, settings: InterpretSettings
+) -> list[np.ndarray]:
+    """Per window, (designs, R, M) bool: the carriers that lose the motif in each design (each
+    with probability 1/2), seeded."""
+    rng = np.random.default_rng(settings.seed)
+    sets = []
+    for window in range(len(predictor.windows)):
+        carriers = predictor.windows.windows([window])[0][:, motifs] > 0
+        draws = rng.random((settings.designs, *carriers.shape)) < 0.5
+        sets.append(carriers[None] & draws)
+    return sets
+
+
 def _window_design(
     predictor: Predictor,
     window: int,
     motifs: np.ndarray,
     settings: InterpretSettings,
-    rng: np.random.Generator,
+    lost_sets: np.ndarray,
+    lowered: np.ndarray,
 ) -> Design:
-    """Knock-out designs of one window: predict them, and return the fit's statistics of the
-    window's scored regions."""
+    """The knock-out designs ``lost_sets`` (designs, R, M) of one window: predict them, and
+    return the fit's statistics of the window's scored regions. A region that loses motif m
+    also has its accessibility input lowered by ``lowered[m]`` (propagation)."""
     x = predictor.windows.windows([window])[0]
     size, n_motifs = x.shape[0], len(motifs)
     carriers = x[:, motifs] > 0  # (R, M)
@@ -111,20 +133,17 @@ def _window_design(
     n_terms = 2 + len(bands)  # intercept, cis, bands..., far
     xtx = np.zeros((size, n_motifs, n_terms, n_terms))
     xty = np.zeros((size, n_motifs, n_terms))
-    for d in range(settings.designs):
-        lost = carriers & (rng.random((size, n_motifs)) < 0.5)  # (R, M)
+    for lost in lost_sets:  # (R, M)
         variants = np.repeat(x[None], n_motifs, axis=0)
         m_index, r_index = np.nonzero(lost.T)
         variants[m_index, r_index, motifs[m_index]] = 0.0
-        passes = np.full(n_motifs, d % 2)
+        variants[m_index, r_index, predictor.column] -= lowered[m_index]
         # the motif's contribution: the prediction with it minus the one without it
-        change = base[None, :] - predictor.predict(window, variants, passes)  # (M, R)
-        hidden = predictor.hidden(passes)  # (M, R)
+        change = base[None, :] - predictor.read(window, variants)  # (M, R)
         around = np.einsum("brj,jm->rmb", bands, lost.astype(np.float32))  # (R, M, B+1)
         terms = np.concatenate(
             [np.ones((size, n_motifs, 1)), lost[..., None], around], axis=2
         )  # (R, M, P)
-        terms *= hidden.T[..., None]  # rows not predicted under this mask carry no observation
         xtx += terms[..., :, None] * terms[..., None, :]
         xty += terms * change.T[..., None]
     scored = predictor.windows.scored[window]
@@ -174,6 +193,33 @@ def _interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]
     return np.nanpercentile(values, tail, axis=0), np.nanpercentile(values, 100 - tail, axis=0)
 
 
+def _all_windows(
+    predictor: Predictor,
+    motifs: np.ndarray,
+    settings: InterpretSettings,
+    lost_sets: list[np.ndarray],
+    lowered: np.ndarray,
+) -> Design:
+    """The fit's statistics of every window's designs (see :func:`_window_design`)."""
+    windows, parts, started = predictor.windows, [], time.monotonic()
+    what = "propagated knock-outs" if lowered.any() else "knock-outs"
+    for w in range(len(windows)):
+        parts.append(
+            _window_design(predictor, w, motifs, settings, lost_sets[w], lowered.astype(np.float32))
+        )
+        log.info(
+            "%s: window %d/%d, %s of %d motifs x %d designs (%.0f s)",
+            windows.meta["cell_type"],
+            w + 1,
+            len(windows),
+            what,
+            len(motifs),
+            settings.designs,
+            time.monotonic() - started,
+        )
+    return Design(*(np.concatenate([getattr(p, f) for p in parts]) for f in Design.__annotations__))
+
+
 def interpret_cell_type(
     predictor: Predictor, motif_names: list[str], settings: InterpretSettings, units: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -181,22 +227,13 @@ def interpret_cell_type(
     windows = predictor.windows
     names = list(windows.meta["feature_names"])
     motifs = np.array([names.index(m) for m in motif_names])
-    rng = np.random.default_rng(settings.seed)
-    parts, started = [], time.monotonic()
-    for w in range(len(windows)):
-        parts.append(_window_design(predictor, w, motifs, settings, rng))
-        log.info(
-            "%s: window %d/%d knocked out (%d motifs x %d designs, %.0f s)",
-            windows.meta["cell_type"],
-            w + 1,
-            len(windows),
-            len(motifs),
-            settings.designs,
-            time.monotonic() - started,
-        )
-    design = Design(
-        *(np.concatenate([getattr(p, f) for p in parts]) for f in Design.__annotations__)
-    )
+    lost_sets = _lost_sets(predictor, motifs, settings)
+    design = _all_windows(predictor, motifs, settings, lost_sets, np.zeros(len(motifs)))
+    if settings.propagate:
+        # each carrier's own drop (the first pass's cis effect) lowers the accessibility the
+        # model reads from a region that lost the motif, and the designs are read again
+        cis = _effects(design, np.ones((1, len(design.carriers))))["cis"][0]
+        design = _all_windows(predictor, motifs, settings, lost_sets, np.nan_to_num(cis))
     n = len(design.carriers)
     draws = np.random.default_rng([settings.seed, 1]).multinomial(
         n, np.full(n, 1 / n), size=settings.bootstrap

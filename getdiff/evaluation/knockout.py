@@ -35,6 +35,7 @@ class InterpretSettings:
     context_bp: int
     distance_bands: tuple[tuple[int, int], ...]
     designs: int
+    propagate: bool
     bootstrap: int
     level: float
     seed: int
@@ -50,6 +51,7 @@ class InterpretSettings:
             context_bp=int(section["context_bp"]),
             distance_bands=bands,
             designs=int(section["designs"]),
+            propagate=bool(section["propagate"]),
             bootstrap=int(section["bootstrap"]),
             level=float(section["level"]),
             seed=int(section["seed"]),
@@ -121,10 +123,12 @@ class Predictor:
         both = self.predict(window, np.stack([x, x]), np.array([0, 1]))
         return np.where(self.masks[0].cpu().numpy(), both[0], both[1])
 
-    def hidden(self, passes: np.ndarray) -> np.ndarray:
-        """(V, R) bool: the rows predicted (hidden) under each variant's mask."""
+    def read(self, window: int, variants: np.ndarray) -> np.ndarray:
+        """(V, R) predicted accessibility of every row of ``variants`` (V, R, F), each row read
+        under the one of the two masks that hides it (two passes)."""
         first = self.masks[0].cpu().numpy()
-        return np.where(np.asarray(passes)[:, None] == 0, first[None, :], ~first[None, :])
+        passes = [self.predict(window, variants, np.full(len(variants), p)) for p in (0, 1)]
+        return np.where(first[None, :], passes[0], passes[1])
 
 
 def accessibility_units(windows: WindowSet, path: str | Path) -> float:
