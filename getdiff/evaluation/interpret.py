@@ -17,14 +17,18 @@ that lost the motif anew (a stronger domain around it, for a motif that opens it
 which reads as a context effect of the opposite sign to the cis effect. Per motif and cell
 type, a least-squares fit over the regions x designs of
 
-    drop of region i = a + cis x [i lost the motif] + sum_b per_instance_b x (instances lost
-                       at a distance in band b of i) + far x (instances lost beyond the bands)
+    drop of region i = a + cis x [i lost the motif] + sum_b band_b x (instances lost at a
+                       distance in band b of i) + beyond x (instances lost beyond the bands)
 
 separates the region's own motif from its neighbours' (random designs make the two terms
-independent). An effect is the prediction with the motif minus the prediction without it
-(positive: the motif opens chromatin), in log10(CPM + 1) units of predicted accessibility (the
-model's [0, 1] accessibility times the cell type's max log10 CPM, so comparable across cell
-types):
+independent). An instance beyond the bands still shifts a region: through the window's
+accessibility scaling (``task.scaling: window``) and the model reading the motif's frequency as
+evidence of the window's domain, alike at any distance. That window-wide shift (``beyond``,
+reported as ``beyond_per_instance``) is no action on the neighbours, so a band's effect per
+instance is counted above it: ``per_instance_b = band_b - beyond``. An effect is the prediction
+with the motif minus the prediction without it (positive: the motif opens chromatin), in
+log10(CPM + 1) units of predicted accessibility (the model's [0, 1] accessibility times the cell
+type's max log10 CPM, so comparable across cell types):
 
 - ``cis_effect``: the mean effect on a region carrying the motif of its own instance (the
   motif removed from that region alone), over the ``n_regions`` carriers;
@@ -121,10 +125,12 @@ def _window_design(
     settings: InterpretSettings,
     lost_sets: np.ndarray,
     lowered: np.ndarray,
+    passes: tuple[int, ...] = (0, 1),
 ) -> Design:
     """The knock-out designs ``lost_sets`` (designs, R, M) of one window: predict them, and
-    return the fit's statistics of the window's scored regions. A region that loses motif m
-    also has its accessibility input lowered by ``lowered[m]`` (propagation)."""
+    return the fit's statistics of the window's scored regions that the masks ``passes`` hide.
+    A region that loses motif m also has its accessibility input lowered by ``lowered[m]``
+    (propagation)."""
     x = predictor.windows.windows([window])[0]
     size, n_motifs = x.shape[0], len(motifs)
     carriers = x[:, motifs] > 0  # (R, M)
@@ -139,14 +145,16 @@ def _window_design(
         variants[m_index, r_index, motifs[m_index]] = 0.0
         variants[m_index, r_index, predictor.column] -= lowered[m_index]
         # the motif's contribution: the prediction with it minus the one without it
-        change = base[None, :] - predictor.read(window, variants)  # (M, R)
+        read = predictor.read(window, variants, passes)
+        change = np.nan_to_num(base[None, :] - read)  # (M, R); rows not read: dropped below
         around = np.einsum("brj,jm->rmb", bands, lost.astype(np.float32))  # (R, M, B+1)
         terms = np.concatenate(
             [np.ones((size, n_motifs, 1)), lost[..., None], around], axis=2
         )  # (R, M, P)
         xtx += terms[..., :, None] * terms[..., None, :]
         xty += terms * change.T[..., None]
-    scored = predictor.windows.scored[window]
+    read_rows = np.any([predictor.masks[p].cpu().numpy() for p in passes], axis=0)
+    scored = predictor.windows.scored[window] & read_rows
     instances = np.einsum("brj,jm->rmb", bands[:-1], carriers.astype(np.float32))
     return Design(xtx[scored], xty[scored], carriers[scored], instances[scored])
 
@@ -166,7 +174,10 @@ def _effects(design: Design, weights: np.ndarray) -> dict[str, np.ndarray]:
     xtx = (weights @ design.xtx.reshape(n, -1)).reshape(len(weights), m, p, p)
     xty = (weights @ design.xty.reshape(n, -1)).reshape(len(weights), m, p)
     beta = _solve(xtx, xty)
-    per_instance = beta[..., 2:-1]  # (S, M, B)
+    # an instance beyond the bands shifts a region only window-wide (scaling, the domain read
+    # from the motif's frequency): a neighbour's action is what a band adds above that
+    beyond = beta[..., -1]  # (S, M)
+    per_instance = beta[..., 2:-1] - beyond[..., None]  # (S, M, B)
     within = design.instances.sum(axis=2) > 0  # (n, M): an instance within context_bp
     count = weights @ within.astype(np.float64)  # (S, M)
     mean_instances = np.einsum("sn,nmb->smb", weights, design.instances * within[..., None])
@@ -185,6 +196,7 @@ def _effects(design: Design, weights: np.ndarray) -> dict[str, np.ndarray]:
         "context_per_instance": context_per_instance,
         "band": band,
         "per_instance": per_instance,
+        "beyond": beyond,
     }
 
 
@@ -197,24 +209,24 @@ def _all_windows(
     predictor: Predictor,
     motifs: np.ndarray,
     settings: InterpretSettings,
-    lost_sets: list[np.ndarray],
+    lost_sets: dict[int, np.ndarray],
     lowered: np.ndarray,
+    passes: tuple[int, ...] = (0, 1),
 ) -> Design:
-    """The fit's statistics of every window's designs (see :func:`_window_design`)."""
-    windows, parts, started = predictor.windows, [], time.monotonic()
+    """The fit's statistics of the designs ``lost_sets`` (window: designs) of the windows it
+    names (see :func:`_window_design`)."""
+    parts, started = [], time.monotonic()
     what = "propagated knock-outs" if lowered.any() else "knock-outs"
-    for w in range(len(windows)):
-        parts.append(
-            _window_design(predictor, w, motifs, settings, lost_sets[w], lowered.astype(np.float32))
-        )
+    for n, (w, lost) in enumerate(lost_sets.items()):
+        parts.append(_window_design(predictor, w, motifs, settings, lost, lowered, passes))
         log.info(
             "%s: window %d/%d, %s of %d motifs x %d designs (%.0f s)",
-            windows.meta["cell_type"],
-            w + 1,
-            len(windows),
+            predictor.windows.meta["cell_type"],
+            n + 1,
+            len(lost_sets),
             what,
             len(motifs),
-            settings.designs,
+            len(lost),
             time.monotonic() - started,
         )
     return Design(*(np.concatenate([getattr(p, f) for p in parts]) for f in Design.__annotations__))
@@ -227,13 +239,18 @@ def interpret_cell_type(
     windows = predictor.windows
     names = list(windows.meta["feature_names"])
     motifs = np.array([names.index(m) for m in motif_names])
-    lost_sets = _lost_sets(predictor, motifs, settings)
-    design = _all_windows(predictor, motifs, settings, lost_sets, np.zeros(len(motifs)))
+    lost_sets = dict(enumerate(_lost_sets(predictor, motifs, settings)))
+    lowered = np.zeros(len(motifs), dtype=np.float32)
     if settings.propagate:
-        # each carrier's own drop (the first pass's cis effect) lowers the accessibility the
-        # model reads from a region that lost the motif, and the designs are read again
+        # a region that lost the motif has the accessibility the model reads lowered by the
+        # motif's cis effect, from a first read of every window's first design under the first
+        # mask: half the regions of every window (cis effects hardly move with propagation; a
+        # share of the windows would do, but their scaling differs and biases the lowering)
+        first = {w: lost[:1] for w, lost in lost_sets.items()}
+        design = _all_windows(predictor, motifs, settings, first, lowered, passes=(0,))
         cis = _effects(design, np.ones((1, len(design.carriers))))["cis"][0]
-        design = _all_windows(predictor, motifs, settings, lost_sets, np.nan_to_num(cis))
+        lowered = np.nan_to_num(cis).astype(np.float32)
+    design = _all_windows(predictor, motifs, settings, lost_sets, lowered)
     n = len(design.carriers)
     draws = np.random.default_rng([settings.seed, 1]).multinomial(
         n, np.full(n, 1 / n), size=settings.bootstrap
@@ -252,10 +269,17 @@ def interpret_cell_type(
         if key == "context":
             table["n_context"] = within.sum(axis=0)
             table["context_per_instance"] = effects["context_per_instance"][0]
+            table["beyond_per_instance"] = effects["beyond"][0]
     frame = pd.DataFrame(table)
     # nothing to measure without an instance: NaN, not a zero that reads as "no effect"
     frame.loc[frame["n_regions"] == 0, ["cis_effect", "cis_low", "cis_high"]] = np.nan
-    no_context = ["context_effect", "context_low", "context_high", "context_per_instance"]
+    no_context = [
+        "context_effect",
+        "context_low",
+        "context_high",
+        "context_per_instance",
+        "beyond_per_instance",
+    ]
     frame.loc[frame["n_context"] == 0, no_context] = np.nan
     by_distance = []
     for b, band in enumerate(settings.band_names()):

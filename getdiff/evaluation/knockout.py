@@ -123,12 +123,18 @@ class Predictor:
         both = self.predict(window, np.stack([x, x]), np.array([0, 1]))
         return np.where(self.masks[0].cpu().numpy(), both[0], both[1])
 
-    def read(self, window: int, variants: np.ndarray) -> np.ndarray:
+    def read(
+        self, window: int, variants: np.ndarray, passes: tuple[int, ...] = (0, 1)
+    ) -> np.ndarray:
         """(V, R) predicted accessibility of every row of ``variants`` (V, R, F), each row read
-        under the one of the two masks that hides it (two passes)."""
-        first = self.masks[0].cpu().numpy()
-        passes = [self.predict(window, variants, np.full(len(variants), p)) for p in (0, 1)]
-        return np.where(first[None, :], passes[0], passes[1])
+        under the one of the two masks that hides it; only the masks in ``passes`` are run, and
+        the rows they do not hide come back NaN."""
+        out = np.full(variants.shape[:2], np.nan, dtype=np.float32)
+        for p in passes:
+            hidden = self.masks[p].cpu().numpy()
+            read = self.predict(window, variants, np.full(len(variants), p))
+            out[:, hidden] = read[:, hidden]
+        return out
 
 
 def accessibility_units(windows: WindowSet, path: str | Path) -> float:

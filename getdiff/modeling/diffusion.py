@@ -209,13 +209,18 @@ class GaussianDiffusion:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         batch = x.shape[0]
         z, to_data, stats = to_model_units(target, x, mask)
-        # All draws in one batch: row s * B + b is draw s of window b.
-        xs = z.repeat(num_samples, 1, 1)
-        ms = mask.repeat(num_samples, 1)
+
+        # All draws in one batch: row s * B + b is draw s of window b (one draw: no copies).
+        def draws_of(value: torch.Tensor | None) -> torch.Tensor | None:
+            if value is None or num_samples == 1:
+                return value
+            return value.repeat(num_samples, *([1] * (value.dim() - 1)))
+
+        xs, ms = draws_of(z), draws_of(mask)
         conditions = {
-            "positions": None if positions is None else positions.repeat(num_samples, 1),
-            "window_stats": None if stats is None else stats.repeat(num_samples, 1),
-            "cell_type": None if cell_type is None else cell_type.repeat(num_samples),
+            "positions": draws_of(positions),
+            "window_stats": draws_of(stats),
+            "cell_type": draws_of(cell_type),
         }
         rows = hidden_values(ms, target.columns)
         was_training = getattr(model, "training", False)
@@ -225,7 +230,7 @@ class GaussianDiffusion:
             if noise is None:
                 x_t = torch.randn(xs.shape, generator=generator, device=xs.device, dtype=xs.dtype)
             else:
-                x_t = noise.to(xs.dtype).expand(x.shape).repeat(num_samples, 1, 1)
+                x_t = draws_of(noise.to(xs.dtype).expand(x.shape))
             if method == "one-step":
                 t = torch.full((xs.shape[0],), self.num_timesteps - 1, device=xs.device)
                 x0_hat = _call(model, torch.where(rows, x_t, xs), ms, t, conditions).to(xs.dtype)
@@ -236,11 +241,12 @@ class GaussianDiffusion:
         finally:
             if hasattr(model, "train"):
                 model.train(was_training)
-        draws = to_data(x0_hat.view(num_samples, batch, *x.shape[1:]))
         observed = hidden_values(mask, target.columns)
-        mean = torch.where(observed, draws.mean(dim=0), x)
         if num_samples == 1:
+            mean = torch.where(observed, to_data(x0_hat), x)
             return mean, torch.zeros_like(mean)
+        draws = to_data(x0_hat.view(num_samples, batch, *x.shape[1:]))
+        mean = torch.where(observed, draws.mean(dim=0), x)
         return mean, torch.where(observed, draws.std(dim=0), 0.0)
 
     def _ddim_loop(
