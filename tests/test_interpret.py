@@ -306,3 +306,17 @@ def test_a_read_under_one_mask_leaves_the_rows_it_shows_unread():
     hidden = np.asarray(predictor.masks[0])
     np.testing.assert_array_equal(first[0, hidden], both[0, hidden])
     assert np.isnan(first[0, ~hidden]).all() and not np.isnan(both).any()
+
+
+def test_the_decay_plot_shows_the_motifs_acting_most_per_instance_not_the_most_frequent():
+    from getdiff.evaluation.plots import decay_motifs
+
+    rows = [
+        ("ct", motif, start, effect)
+        for motif, near, far in (("common", 1e-4, 3e-4), ("rare", -8e-4, -1e-4), ("none", 0, 0))
+        for start, effect in ((0, near), (10_000, far))
+    ]
+    by_distance = pd.DataFrame(
+        rows, columns=["cell_type", "motif", "band_start_bp", "per_instance"]
+    )
+    assert decay_motifs(by_distance, 2) == ["rare", "common"]

@@ -283,11 +283,18 @@ def _effect_heatmaps(path: Path, table: pd.DataFrame, units: str) -> None:
     plt.close(fig)
 
 
+def decay_motifs(by_distance: pd.DataFrame, n: int = TOP_CONTEXT_MOTIFS) -> list[str]:
+    """The n motifs of largest per-instance effect in the nearest band in any cell type (not of
+    largest context_effect, which grows with a motif's frequency)."""
+    nearest = by_distance[by_distance["band_start_bp"] == by_distance["band_start_bp"].min()]
+    return _top_motifs(nearest, "per_instance", n)
+
+
 def _context_decay(path: Path, by_distance: pd.DataFrame, table: pd.DataFrame, units: str) -> None:
-    """Per cell type, the change per motif instance against distance for the top context
-    motifs, with the bootstrap intervals as bars."""
+    """Per cell type, the change per motif instance against distance for the
+    :func:`decay_motifs`, with the bootstrap intervals as bars."""
     cell_types = list(dict.fromkeys(table["cell_type"]))
-    motifs = _top_motifs(table, "context_effect", TOP_CONTEXT_MOTIFS)
+    motifs = decay_motifs(by_distance)
     fig, axes = plt.subplots(
         1, len(cell_types), figsize=(4.2 * len(cell_types), 3.6), squeeze=False, sharey=True
     )
