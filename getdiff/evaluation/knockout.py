@@ -119,9 +119,7 @@ class Predictor:
 
     def baseline(self, window: int) -> np.ndarray:
         """(R,) every row predicted from the pass that hides it (evaluate's prediction)."""
-        x = self.windows.windows([window])[0]
-        both = self.predict(window, np.stack([x, x]), np.array([0, 1]))
-        return np.where(self.masks[0].cpu().numpy(), both[0], both[1])
+        return self.read(window, self.windows.windows([window])[0][None])[0]
 
     def read(
         self, window: int, variants: np.ndarray, passes: tuple[int, ...] = (0, 1)
