@@ -367,13 +367,23 @@ def simulate(
     return sites, hits, model, [chromosome_size(n) for n in per_chrom.tolist()]
 
 
+def _neighbour_ranks(found: pd.DataFrame, column: str, acting: set[str]) -> list[int]:
+    """Ranks (1 = largest) of the ``acting`` motifs by the absolute value of ``column``."""
+    measured = found.dropna(subset=[column])
+    order = measured.assign(size=measured[column].abs()).sort_values(
+        "size", ascending=False, kind="stable"
+    )
+    return [i + 1 for i, motif in enumerate(order["motif"]) if motif in acting]
+
+
 def recovery(effects: str | Path, planted: str | Path, min_regions: int = 100) -> pd.DataFrame:
     """How well ``getdiff interpret``'s motif_effects.tsv recovers the demo's planted effects,
     per cell type: the Spearman of cis effects against the planted cis weights over the motifs
     in at least ``min_regions`` regions, the same for ``differential_cis`` against the planted
     weights minus their mean over the cell types (NaN with one cell type), and the ranks
     (1 = largest) of the planted neighbour-acting motifs by absolute context effect among all
-    measured motifs."""
+    measured motifs; where the table has the ridge baseline's columns, the same two scores of
+    the ridge (``ridge_cis_spearman``, ``ridge_neighbour_ranks``)."""
     from scipy.stats import spearmanr
 
     table = pd.read_csv(effects, sep="\t")
@@ -392,18 +402,16 @@ def recovery(effects: str | Path, planted: str | Path, min_regions: int = 100) -
             own = specific.loc[cell_type][measured["motif"]]
             differential = spearmanr(measured["differential_cis"], own).statistic
         acting = set(weights.loc[weights["kind"] == "neighbour", "motif"])
-        context = found.dropna(subset=["context_effect"])
-        order = context.assign(size=context["context_effect"].abs()).sort_values(
-            "size", ascending=False, kind="stable"
-        )
-        ranks = [i + 1 for i, motif in enumerate(order["motif"]) if motif in acting]
-        rows.append(
-            {
-                "cell_type": cell_type,
-                "cis_spearman": round(float(rho), 3),
-                "differential_spearman": round(float(differential), 3),
-                "motifs": len(measured),
-                "neighbour_ranks": ranks,
-            }
-        )
+        row = {
+            "cell_type": cell_type,
+            "cis_spearman": round(float(rho), 3),
+            "differential_spearman": round(float(differential), 3),
+            "motifs": len(measured),
+            "neighbour_ranks": _neighbour_ranks(found, "context_effect", acting),
+        }
+        if "ridge_cis_effect" in found:
+            ridge = spearmanr(measured["ridge_cis_effect"], cis[measured["motif"]]).statistic
+            row["ridge_cis_spearman"] = round(float(ridge), 3)
+            row["ridge_neighbour_ranks"] = _neighbour_ranks(found, "ridge_context_effect", acting)
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -192,6 +192,8 @@ def test_recovery_scores_a_table_against_the_planted_effects(tmp_path):
             "n_regions": [500, 500, 500, 500, 50],
             "cis_effect": [0.03, -0.01, 0.02, 0.0, 9.0],  # E: too few regions to count
             "context_effect": [0.001, 0.0, -0.002, 0.01, 0.0],
+            "ridge_cis_effect": [0.03, 0.02, -0.01, 0.0, 0.0],
+            "ridge_context_effect": [0.02, 0.0, -0.002, 0.01, 0.0],
         }
     )
     planted.to_csv(tmp_path / "planted.tsv", sep="\t", index=False)
@@ -199,6 +201,7 @@ def test_recovery_scores_a_table_against_the_planted_effects(tmp_path):
     row = recovery(tmp_path / "effects.tsv", tmp_path / "planted.tsv").iloc[0]
     assert row["cis_spearman"] == 1.0 and row["motifs"] == 3  # D is not a cis motif
     assert row["neighbour_ranks"] == [1]
+    assert row["ridge_cis_spearman"] == 0.5 and row["ridge_neighbour_ranks"] == [2]
     assert np.isnan(row["differential_spearman"])  # one cell type: nothing to differ from
     # two cell types: differential_cis against each planted weight minus the motif's mean
     other = planted.assign(cell_type="ct2", weight=[0.1, -0.1, 0.4, 0.25, 0.0])

@@ -270,6 +270,9 @@ def check_interpretation(workdir: Path, config: Path, results: Path) -> None:
     assert len(measured) > 100 and measured["cis_effect"].notna().all()
     assert (measured["cis_low"] <= measured["cis_high"]).all()
     assert np.allclose(measured["differential_cis"], 0)  # one cell type: its own mean
+    # the ridge baseline beside the model: measured where the model's effect is
+    assert measured["ridge_cis_effect"].notna().all()
+    assert effects["ridge_context_effect"].isna().equals(effects["context_effect"].isna())
     by_distance = pd.read_csv(results / "interpret" / "all" / "context_by_distance.tsv", sep="\t")
     assert set(by_distance["band"]) == {"0-10kb", "10-30kb", "30-100kb"}
     plots = results / "interpret" / "all" / "plots"

@@ -43,6 +43,10 @@ type's max log10 CPM, so comparable across cell types):
 - ``*_low``/``*_high``: the central ``interpret.level`` bootstrap interval over regions
   (``interpret.bootstrap`` resamples, seeded), the fit redone on each resample.
 
+Beside them, ``ridge_cis_effect`` and ``ridge_context_effect``: the same two effects read from a
+ridge of the training regions' accessibility on motif presence (own, per band, domain), the
+simple baseline an interpretation has to beat (:mod:`getdiff.evaluation.motif_regression`).
+
 ``--regions FILE.bed --motifs A,B [--where cis|context]`` instead predicts each listed region
 per cell type with the motifs (``predicted``) and without them (``perturbed``: removed from the
 region itself, or from every other region of its window within context_bp), ``effect`` the
@@ -76,10 +80,11 @@ from getdiff.evaluation.knockout import (
     Predictor,
     accessibility_units,
 )
+from getdiff.evaluation.motif_regression import ridge_effects
 from getdiff.evaluation.perturb import perturb_regions
 from getdiff.io import make_directory, output_set
 from getdiff.paths import INTERPRET_DIRECTORIES, INTERPRET_FILES, in_folder
-from getdiff.tensors import ACCESSIBILITY, load_window_set, windows_path
+from getdiff.tensors import ACCESSIBILITY, WindowSet, load_window_set, windows_path
 
 log = logging.getLogger(__name__)
 
@@ -318,10 +323,40 @@ def _differential(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return table
 
 
+def _with_ridge(
+    table: pd.DataFrame,
+    train_path: Path,
+    windows: WindowSet,
+    units: float,
+    settings: InterpretSettings,
+) -> pd.DataFrame:
+    """The table plus the ridge baseline's ``ridge_cis_effect`` and ``ridge_context_effect``
+    (NaN where the model's effect is, or with no training regions)."""
+    train = load_window_set(train_path)
+    names = list(windows.meta["feature_names"])
+    if list(train.meta["feature_names"]) != names:
+        raise GetdiffError(f"{train_path}: its features differ from those of the interpreted split")
+    if len(train.features) == 0:
+        log.warning("%s: no training regions; the ridge baseline is NaN", train_path)
+        ridge = {key: np.full(len(table), np.nan) for key in ("cis", "context")}
+    else:
+        motifs = np.array([names.index(m) for m in table["motif"]])
+        ridge = ridge_effects(train, windows, motifs, settings)
+    for key in ("cis", "context"):
+        value = ridge[key] * units
+        table[f"ridge_{key}_effect"] = np.where(table[f"{key}_effect"].isna(), np.nan, value)
+    return table
+
+
 def interpret_group(
-    group: GroupModel, window_paths: dict[str, Path], settings: InterpretSettings, outdir: Path
+    group: GroupModel,
+    window_paths: dict[str, Path],
+    settings: InterpretSettings,
+    outdir: Path,
+    train_paths: dict[str, Path],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Motif effects of every cell type; writes the tables and plots into ``outdir`` as one set."""
+    """Motif effects of every cell type, beside the ridge baseline fitted on ``train_paths``;
+    writes the tables and plots into ``outdir`` as one set."""
     effects, distances = [], []
     started = time.monotonic()
     for cell_type, path in window_paths.items():
@@ -330,12 +365,11 @@ def interpret_group(
             log.warning("%s: no %s windows for %s; skipped", path, settings.split, cell_type)
             continue
         names = [n for n in windows.meta["feature_names"] if n != ACCESSIBILITY]
+        units = accessibility_units(windows, path)
         table, by_distance = interpret_cell_type(
-            group.predictor(windows, path, settings),
-            names,
-            settings,
-            accessibility_units(windows, path),
+            group.predictor(windows, path, settings), names, settings, units
         )
+        table = _with_ridge(table, train_paths[cell_type], windows, units, settings)
         effects.append(table.assign(cell_type=cell_type))
         distances.append(by_distance.assign(cell_type=cell_type))
     if not effects:
@@ -386,7 +420,8 @@ def run(args: argparse.Namespace) -> None:
             raise GetdiffError("--outdir is required (or --regions with --output)")
         make_directory(args.outdir)
         paths = {ct: windows_path(prepared, ct, settings.split) for ct in members}
-        interpret_group(group, paths, settings, Path(args.outdir))
+        train = {ct: windows_path(prepared, ct, "train") for ct in members}
+        interpret_group(group, paths, settings, Path(args.outdir), train)
         log.info("wrote %s", args.outdir)
         return
     if not args.motifs or args.output is None:

@@ -4,8 +4,12 @@
 rule interpret:
     input:
         model=rules.train.output.model,
+        # the interpreted split, and the training split the ridge baseline is fitted on
         windows=lambda wildcards: prepared(
-            GROUPS[wildcards.group], [windows_file(config["interpret"]["split"])]
+            GROUPS[wildcards.group],
+            list(
+                dict.fromkeys([windows_file(config["interpret"]["split"]), windows_file("train")])
+            ),
         ),
     output:
         effects=RESULTS / "interpret" / "{group}" / INTERPRET_FILES["effects"],
