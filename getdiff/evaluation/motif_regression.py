@@ -60,14 +60,11 @@ def band_counts(
     return presence[inverse].astype(np.float32), counts[inverse].astype(np.float32)
 
 
-def _inputs(
-    windows: WindowSet, motifs: np.ndarray, settings: InterpretSettings
-) -> tuple[np.ndarray, np.ndarray]:
-    """(n, M x (B + 2)) inputs (own presence, band counts, domain counts) and (n, B, M) counts."""
+def _inputs(windows: WindowSet, motifs: np.ndarray, settings: InterpretSettings) -> np.ndarray:
+    """(n, M x (B + 2)) inputs: own presence, band counts, domain counts."""
     bands = [*settings.distance_bands, (settings.context_bp, DOMAIN_FACTOR * settings.context_bp)]
     presence, counts = band_counts(windows, motifs, bands)
-    inputs = np.concatenate([presence, counts.reshape(len(presence), -1)], axis=1)
-    return inputs, counts[:, :-1]
+    return np.concatenate([presence, counts.reshape(len(presence), -1)], axis=1)
 
 
 def _ridge(inputs: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -92,12 +89,12 @@ def ridge_effects(
 ) -> dict[str, np.ndarray]:
     """(M,) ``cis`` and ``context`` effects of the ridge fitted on ``train`` (model units), the
     context averaged over the regions of ``interpreted`` with an instance within reach."""
-    inputs, _ = _inputs(train, motifs, settings)
+    inputs = _inputs(train, motifs, settings)
     target = train.features[:, train.meta["feature_names"].index(ACCESSIBILITY)]
     beta = _ridge(inputs, target.astype(np.float64))
     n_motifs, n_bands = len(motifs), len(settings.distance_bands)
     per_instance = beta[n_motifs : n_motifs * (1 + n_bands)].reshape(n_bands, n_motifs)
-    _, counts = _inputs(interpreted, motifs, settings)
+    _, counts = band_counts(interpreted, motifs, list(settings.distance_bands))
     within = counts.sum(axis=1) > 0  # (n, M)
     mean_counts = (counts * within[:, None, :]).sum(axis=0) / np.maximum(within.sum(axis=0), 1)
     return {"cis": beta[:n_motifs], "context": (per_instance * mean_counts).sum(axis=0)}
